@@ -1,0 +1,96 @@
+// The milter role: a mirror of the lease bucket and the front doors that answer from it. For now
+// the Postfix policy service; each answer is a span linked to the span that granted the lease.
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { metrics, trace, type Link } from "@opentelemetry/api";
+import type { ConfigOf } from "../../shared/config.ts";
+import { connectForRole } from "../../shared/nats.ts";
+import type { RoleContext } from "../../shared/process.ts";
+import { verifyProvisioned } from "../../shared/provision.ts";
+import { contextFromTraceparent } from "../../shared/telemetry.ts";
+import { decide, type Decision, type RelayRequest } from "./decide.ts";
+import { LeaseMirror, type LeaseLookup } from "./mirror.ts";
+import type { PolicyRequest } from "./policy/codec.ts";
+import { startPolicyServer } from "./policy/server.ts";
+import type { milterSettings } from "./settings.ts";
+
+export type MilterConfig = ConfigOf<typeof milterSettings>;
+
+export interface Milter {
+  readonly mirror: LeaseMirror;
+  readonly policyAddress: string;
+}
+
+export async function startMilter(config: MilterConfig, ctx: RoleContext): Promise<Milter> {
+  const { nc } = await connectForRole(config, "milter", ctx);
+  const js = jetstream(nc);
+  await verifyProvisioned(js, config, { bucket: true });
+  const kv = await new Kvm(js).open(config.bucket);
+  const mirror = new LeaseMirror(kv, ctx.log);
+  ctx.add({ name: "mirror", ready: () => mirror.ready(), stop: () => mirror.stop() });
+  await mirror.start();
+  const decider = new TracedDecider(mirror);
+  const policy = await startPolicyServer({
+    listen: config.policyListen,
+    answer: (request) => policyAction(decider.decide("policy", policyRequest(request))),
+    log: ctx.log,
+  });
+  ctx.add({ name: "policy-server", stop: () => policy.close() });
+  return { mirror, policyAddress: policy.address };
+}
+
+function policyRequest(request: PolicyRequest): RelayRequest {
+  return { clientAddress: request.get("client_address") ?? "" };
+}
+
+/** Postfix policy actions: OK lets the relay restriction pass; DUNNO leaves it to the next rule. */
+export function policyAction(d: Decision): string {
+  return d.verdict === "accept" ? "OK" : "DUNNO";
+}
+
+/** Wraps the pure decision with its span, counter and latency histogram. */
+export class TracedDecider {
+  readonly #leases: LeaseLookup;
+  readonly #tracer = trace.getTracer("relaylease-milter");
+  readonly #decisions;
+  readonly #latency;
+
+  constructor(leases: LeaseLookup) {
+    this.#leases = leases;
+    const meter = metrics.getMeter("relaylease-milter");
+    this.#decisions = meter.createCounter("relaylease_decisions", {
+      description: "Relay decisions, by front door, verdict and reason.",
+    });
+    this.#latency = meter.createHistogram("relaylease_decision_duration_seconds", {
+      description: "Time to decide, inside the process.",
+      unit: "s",
+      advice: { explicitBucketBoundaries: [1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2] },
+    });
+  }
+
+  decide(door: string, request: RelayRequest): Decision {
+    const started = performance.now();
+    const d = decide(this.#leases, request, Date.now());
+    const links: Link[] = [];
+    if (d.verdict === "accept") {
+      const granted = contextFromTraceparent(d.lease.trace);
+      const spanContext = granted === undefined ? undefined : trace.getSpanContext(granted);
+      if (spanContext !== undefined) links.push({ context: spanContext });
+    }
+    this.#tracer
+      .startSpan(`relay decision ${door}`, {
+        links,
+        attributes: {
+          "relaylease.door": door,
+          "relaylease.verdict": d.verdict,
+          "relaylease.reason": d.reason,
+          "client.address": request.clientAddress,
+        },
+      })
+      .end();
+    const attrs = { door, verdict: d.verdict, reason: d.reason };
+    this.#decisions.add(1, attrs);
+    this.#latency.record((performance.now() - started) / 1000, attrs);
+    return d;
+  }
+}

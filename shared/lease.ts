@@ -1,0 +1,78 @@
+// The lease value stored in the bucket under the address's key (DESIGN.md "Events and leases").
+// KV entries carry no headers, so the trace context of the grant rides in the value (`trace`), and
+// relay decisions link their spans to it.
+import { tryParseAddress } from "./address.ts";
+import type { LoginEvent } from "./login-event.ts";
+import {
+  LABEL,
+  SchemaError,
+  USER_NAME,
+  optionalString,
+  parseJsonObject,
+  requiredString,
+  requiredTime,
+} from "./schema.ts";
+
+export interface Lease {
+  readonly ip: string;
+  readonly user?: string | undefined;
+  readonly service: string;
+  readonly source: string;
+  readonly watcher: string;
+  /** Epoch milliseconds. */
+  readonly loginAt: number;
+  readonly expiresAt: number;
+  /** The login event that granted (or last extended) this lease. */
+  readonly event: string;
+  /** W3C traceparent of the authorizer span that wrote it. */
+  readonly trace?: string | undefined;
+}
+
+export function leaseFromEvent(e: LoginEvent, ttlMs: number, trace: string | undefined): Lease {
+  return {
+    ip: e.ip,
+    user: e.user,
+    service: e.service,
+    source: e.source,
+    watcher: e.watcher,
+    loginAt: e.loginAt,
+    expiresAt: e.loginAt + ttlMs,
+    event: e.id,
+    trace,
+  };
+}
+
+export function encodeLease(l: Lease): Uint8Array {
+  return Buffer.from(
+    JSON.stringify({
+      ip: l.ip,
+      user: l.user,
+      service: l.service,
+      source: l.source,
+      watcher: l.watcher,
+      loginAt: new Date(l.loginAt).toISOString(),
+      expiresAt: new Date(l.expiresAt).toISOString(),
+      event: l.event,
+      trace: l.trace,
+    }),
+  );
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+export function decodeLease(body: Uint8Array): Lease {
+  const o = parseJsonObject(Buffer.from(body).toString("utf8"), "lease");
+  const ip = tryParseAddress(requiredString(o, "ip", /^.{1,64}$/));
+  if (ip === undefined) throw new SchemaError(`field "ip" is not an IP address`);
+  return {
+    ip: ip.text,
+    user: optionalString(o, "user", USER_NAME),
+    service: requiredString(o, "service", LABEL),
+    source: requiredString(o, "source", LABEL),
+    watcher: requiredString(o, "watcher", /^[-\w]{1,64}$/),
+    loginAt: requiredTime(o, "loginAt"),
+    expiresAt: requiredTime(o, "expiresAt"),
+    event: requiredString(o, "event", /^[-\w]{1,64}$/),
+    trace: optionalString(o, "trace", TRACEPARENT),
+  };
+}
