@@ -1,9 +1,7 @@
-// Listening on a RELAYLEASE_*_LISTEN address: host:port, or a unix socket path (a stale socket
-// file left by a crash is removed first, but never a file that is not a socket).
-import { lstatSync, unlinkSync } from "node:fs";
+// Binding a server to a RELAYLEASE_*_LISTEN address (shared/listen-address.ts): host:port, or a
+// unix socket path, from which a stale socket left by a crash is removed first.
 import type { Server } from "node:net";
-import type { AddressInfo } from "node:net";
-import { parseListenAddress } from "./listen-address.ts";
+import { formatListenAddress, parseListenAddress, removeStaleSocket } from "./listen-address.ts";
 
 export interface ListeningServer {
   /** host:port actually bound (the port resolved when 0 was asked for), or the socket path. */
@@ -11,38 +9,34 @@ export interface ListeningServer {
   close(): Promise<void>;
 }
 
-export async function listen(server: Server, address: string): Promise<ListeningServer> {
+/** Binds `server`; resolves with the bound address once it listens. */
+export async function bind(server: Server, address: string): Promise<string> {
   const where = parseListenAddress(address);
-  if ("path" in where) removeStaleSocket(where.path);
+  if ("path" in where) await removeStaleSocket(where.path);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    if ("path" in where) server.listen(where.path, resolve);
-    else server.listen(where.port, where.host, resolve);
+    server.listen(where, () => {
+      server.off("error", reject);
+      resolve();
+    });
   });
-  const bound = server.address();
-  const text = typeof bound === "string" || bound === null ? address : formatAddressInfo(bound);
+  return formatListenAddress(server.address());
+}
+
+/** Binds an HTTP server; close() also ends its idle keep-alive connections. */
+export async function listen(
+  server: Server & { closeAllConnections?: () => void },
+  address: string,
+): Promise<ListeningServer> {
+  const bound = await bind(server, address);
   return {
-    address: text,
+    address: bound,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => {
           resolve();
         });
-        if ("closeAllConnections" in server && typeof server.closeAllConnections === "function") {
-          (server.closeAllConnections as () => void)();
-        }
+        server.closeAllConnections?.();
       }),
   };
-}
-
-function formatAddressInfo(a: AddressInfo): string {
-  return a.family === "IPv6" ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
-}
-
-function removeStaleSocket(path: string): void {
-  try {
-    if (lstatSync(path).isSocket()) unlinkSync(path);
-  } catch {
-    // Absent: nothing to remove.
-  }
 }
