@@ -1,0 +1,97 @@
+// The lease mirror on a real nats-server: ready only after the initial load, ready at once for an
+// empty bucket, and following puts, deletes and expiry.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { encodeLease, type Lease } from "../../../shared/lease.ts";
+import { createLogger } from "../../../shared/log.ts";
+import { LeaseMirror } from "../../../services/milter/mirror.ts";
+import { startTestNatsServer, type TestNatsServer } from "../../support/nats-server.ts";
+import { waitFor } from "../../support/wait.ts";
+
+const log = createLogger("silent");
+
+function lease(ip: string, expiresAt: number): Lease {
+  return {
+    ip,
+    service: "pop3",
+    source: "http",
+    watcher: "w",
+    loginAt: expiresAt - 1000,
+    expiresAt,
+    event: "e",
+  };
+}
+
+describe("LeaseMirror", () => {
+  let server: TestNatsServer;
+  let nc: NatsConnection;
+
+  before(async () => {
+    server = await startTestNatsServer();
+    nc = await connect({ servers: server.url });
+  });
+  after(async () => {
+    await nc.close();
+    await server.cleanup();
+  });
+
+  async function bucket(name: string): Promise<KV> {
+    const kv = await new Kvm(jetstream(nc)).create(name, {
+      history: 1,
+      markerTTL: 1000,
+      ttl: 600_000,
+    });
+    return kv;
+  }
+
+  it("is ready at once on an empty bucket", async () => {
+    const mirror = new LeaseMirror(await bucket("empty"), log);
+    assert.equal(mirror.ready(), false);
+    await mirror.start();
+    assert.equal(mirror.ready(), true);
+    assert.equal(mirror.size, 0);
+    await mirror.stop();
+  });
+
+  it("holds every lease of a loaded bucket before it reports ready", async () => {
+    const kv = await bucket("loaded");
+    const far = Date.now() + 600_000;
+    for (let i = 0; i < 500; i++)
+      await kv.put(
+        `v4.10.0.${i >> 8}.${i & 255}`,
+        encodeLease(lease(`10.0.${i >> 8}.${i & 255}`, far)),
+      );
+    await kv.delete("v4.10.0.0.7");
+    const mirror = new LeaseMirror(kv, log);
+    await mirror.start();
+    assert.equal(mirror.ready(), true);
+    assert.equal(mirror.size, 499);
+    assert.ok(mirror.lookup("v4.10.0.1.243", Date.now()));
+    assert.equal(mirror.lookup("v4.10.0.0.7", Date.now()), undefined);
+    await mirror.stop();
+  });
+
+  it("follows puts and deletes, and checks expiresAt itself", async () => {
+    const kv = await bucket("live");
+    const mirror = new LeaseMirror(kv, log);
+    await mirror.start();
+    const now = Date.now();
+    await kv.put("v4.192.0.2.9", encodeLease(lease("192.0.2.9", now + 60_000)));
+    await waitFor(
+      () => mirror.lookup("v4.192.0.2.9", Date.now()) !== undefined,
+      2000,
+      "put to arrive",
+    );
+    assert.equal(mirror.lookup("v4.192.0.2.9", now + 60_001), undefined, "past expiresAt");
+    await kv.delete("v4.192.0.2.9");
+    await waitFor(() => !mirror.holds("v4.192.0.2.9"), 2000, "delete to arrive");
+    await kv.put("v4.192.0.2.10", new TextEncoder().encode("not a lease"));
+    await kv.put("v4.192.0.2.11", encodeLease(lease("192.0.2.11", now + 60_000)));
+    await waitFor(() => mirror.holds("v4.192.0.2.11"), 2000, "the next put");
+    assert.equal(mirror.holds("v4.192.0.2.10"), false, "an undecodable value is dropped");
+    await mirror.stop();
+  });
+});
