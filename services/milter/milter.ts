@@ -11,7 +11,7 @@ import { contextFromTraceparent } from "../../shared/telemetry.ts";
 import { decide, type Decision, type RelayRequest } from "./decide.ts";
 import { LeaseMirror, type LeaseLookup } from "./mirror.ts";
 import type { PolicyRequest } from "./policy/codec.ts";
-import { startPolicyServer } from "./policy/server.ts";
+import { startPolicyServer, type PolicyServerStats } from "./policy/server.ts";
 import type { milterSettings } from "./settings.ts";
 
 export type MilterConfig = ConfigOf<typeof milterSettings>;
@@ -36,7 +36,31 @@ export async function startMilter(config: MilterConfig, ctx: RoleContext): Promi
     log: ctx.log,
   });
   ctx.add({ name: "policy-server", stop: () => policy.close() });
+  observeFrontDoor("policy", policy.stats);
   return { mirror, policyAddress: policy.address };
+}
+
+/** Exposes a front door's connection counters as metrics. */
+function observeFrontDoor(door: string, stats: Readonly<PolicyServerStats>): void {
+  const meter = metrics.getMeter("relaylease-milter");
+  meter
+    .createObservableGauge("relaylease_frontdoor_connections_open", {
+      description: "Open MTA connections, by front door.",
+    })
+    .addCallback((r) => {
+      r.observe(stats.connections, { door });
+    });
+  meter
+    .createObservableCounter("relaylease_frontdoor_connection_events", {
+      description:
+        "MTA connections accepted, refused at the connection limit, closed for a protocol error or a failed answer, by front door.",
+    })
+    .addCallback((r) => {
+      r.observe(stats.accepted, { door, event: "accepted" });
+      r.observe(stats.rejected, { door, event: "refused_at_limit" });
+      r.observe(stats.protocolErrors, { door, event: "protocol_error" });
+      r.observe(stats.answerErrors, { door, event: "answer_error" });
+    });
 }
 
 function policyRequest(request: PolicyRequest): RelayRequest {
