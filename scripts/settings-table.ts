@@ -6,13 +6,13 @@ import { flagOf, type Schema } from "../shared/config.ts";
 import { authorizerSettings } from "../services/authorizer/settings.ts";
 import { milterSettings } from "../services/milter/settings.ts";
 import { watcherSettings } from "../services/watcher/settings.ts";
-import { adminSettings } from "../services/admin/admin-settings.ts";
+import { setupSettings } from "../services/admin/admin-settings.ts";
 
 const roles: readonly [string, Schema][] = [
   ["watcher", watcherSettings],
   ["authorizer", authorizerSettings],
   ["milter", milterSettings],
-  ["setup, check", adminSettings],
+  ["setup", setupSettings],
 ];
 
 export function settingsTable(): string {

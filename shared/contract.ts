@@ -26,3 +26,21 @@ export const WATCHER_ID = /^[-\w]{1,64}$/;
 export function kvSubject(bucket: string, key: string): string {
   return `$KV.${bucket}.${key}`;
 }
+
+/**
+ * Bucket keys: a lease (or its revocation tombstone) under the address key (`v4.…`, `v6.…`, see
+ * shared/address.ts), a user's revocation under `user.<base64url(name)>`, and the authorizers'
+ * heartbeat, which lets a mirror tell a quiet bucket from a stalled watch.
+ */
+export const HEARTBEAT_KEY = "heartbeat";
+/** How often each authorizer writes the heartbeat key. */
+export const HEARTBEAT_INTERVAL_MS = 2000;
+
+export function userKey(user: string): string {
+  // base64url stays within the KV key alphabet and keeps any user name one token.
+  return `user.${Buffer.from(user, "utf8").toString("base64url")}`;
+}
+
+export function isAddressKey(key: string): boolean {
+  return key.startsWith("v4.") || key.startsWith("v6.");
+}

@@ -6,6 +6,7 @@ import type { LoginEvent } from "./login-event.ts";
 import {
   LABEL,
   SchemaError,
+  type JsonObject,
   USER_NAME,
   optionalString,
   parseJsonObject,
@@ -26,7 +27,15 @@ export interface Lease {
   readonly event: string;
   /** W3C traceparent of the authorizer span that wrote it. */
   readonly trace?: string | undefined;
+  /**
+   * Distinct users seen logging in from this address lately, with their last login (epoch ms):
+   * kept in the value so every authorizer replica judges a shared address alike. Present only
+   * while the distinct-users guard is on, and bounded by its limit.
+   */
+  readonly recent?: readonly RecentUser[] | undefined;
 }
+
+export type RecentUser = readonly [user: string, at: number];
 
 export function leaseFromEvent(e: LoginEvent, ttlMs: number, trace: string | undefined): Lease {
   return {
@@ -54,6 +63,7 @@ export function encodeLease(l: Lease): Uint8Array {
       expiresAt: new Date(l.expiresAt).toISOString(),
       event: l.event,
       trace: l.trace,
+      recent: l.recent?.map(([user, at]) => [user, new Date(at).toISOString()]),
     }),
   );
 }
@@ -61,7 +71,10 @@ export function encodeLease(l: Lease): Uint8Array {
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 export function decodeLease(body: Uint8Array): Lease {
-  const o = parseJsonObject(Buffer.from(body).toString("utf8"), "lease");
+  return leaseFromJson(parseJsonObject(Buffer.from(body).toString("utf8"), "lease"));
+}
+
+export function leaseFromJson(o: JsonObject): Lease {
   const ip = tryParseAddress(requiredString(o, "ip", /^.{1,64}$/));
   if (ip === undefined) throw new SchemaError(`field "ip" is not an IP address`);
   return {
@@ -74,5 +87,23 @@ export function decodeLease(body: Uint8Array): Lease {
     expiresAt: requiredTime(o, "expiresAt"),
     event: requiredString(o, "event", /^[-\w]{1,64}$/),
     trace: optionalString(o, "trace", TRACEPARENT),
+    recent: recentUsers(o["recent"]),
   };
+}
+
+/** At most this many recent users are read back: the guard never needs more than its limit + 1. */
+const MAX_RECENT = 256;
+
+function recentUsers(v: unknown): RecentUser[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.length > MAX_RECENT) {
+    throw new SchemaError(`field "recent" must be a list of at most ${MAX_RECENT} [user, time]`);
+  }
+  return v.map((item: unknown) => {
+    if (!Array.isArray(item) || item.length !== 2) {
+      throw new SchemaError(`field "recent" must hold [user, time] pairs`);
+    }
+    const pair = { user: item[0] as unknown, at: item[1] as unknown };
+    return [requiredString(pair, "user", USER_NAME), requiredTime(pair, "at")] as const;
+  });
 }

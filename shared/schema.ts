@@ -38,8 +38,12 @@ export function optionalString(o: JsonObject, field: string, pattern: RegExp): s
 
 export function requiredTime(o: JsonObject, field: string): number {
   const v = o[field];
-  const ms = typeof v === "string" && ISO_TIME.test(v) ? Date.parse(v) : NaN;
-  if (Number.isNaN(ms)) throw new SchemaError(`field "${field}" must be an RFC 3339 UTC time`);
+  const text = typeof v === "string" && ISO_TIME.test(v) ? v : "";
+  const ms = text === "" ? NaN : Date.parse(text);
+  // Date.parse rolls impossible times over (February 30 -> March 1, 24:00 -> the next day).
+  if (Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 19) !== text.slice(0, 19)) {
+    throw new SchemaError(`field "${field}" must be an RFC 3339 UTC time`);
+  }
   return ms;
 }
 

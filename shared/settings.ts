@@ -1,7 +1,9 @@
 // Settings every role shares: how to reach NATS, the names of the stream and bucket, the lease
 // TTL, logging and the health/metrics listener. Role schemas spread these into their own.
 import {
+  DURATION_FORM,
   booleanSetting,
+  parseDuration,
   durationSetting,
   enumSetting,
   integerSetting,
@@ -94,6 +96,27 @@ export const leaseTtlSetting = durationSetting(
   "30m",
   1000,
 );
+
+export const serviceTtlsSetting: Setting<ReadonlyMap<string, number>> = {
+  env: "RELAYLEASE_SERVICE_TTLS",
+  doc: "Lease TTL per service, overriding RELAYLEASE_LEASE_TTL for the services named.",
+  default: "",
+  form: `service=duration pairs separated by commas, e.g. imap=2h,pop3=30m (${DURATION_FORM})`,
+  parse: (raw) => {
+    const out = new Map<string, number>();
+    for (const item of raw
+      .split(",")
+      .map((x) => x.trim())
+      .filter((x) => x !== "")) {
+      const m = /^([a-z][a-z0-9_-]{0,31})=(.+)$/.exec(item);
+      if (m === null) throw new Error(`bad item ${JSON.stringify(item)}`);
+      const ms = parseDuration(m[2] ?? "");
+      if (ms < 1000) throw new Error(`${m[1] ?? ""}: shorter than 1s`);
+      out.set(m[1] ?? "", ms);
+    }
+    return out;
+  },
+};
 
 export const replicasSetting = integerSetting(
   "RELAYLEASE_REPLICAS",

@@ -14,6 +14,7 @@ import { runProcess, type RoleContext } from "../../shared/process.ts";
 import { provision } from "../../shared/provision.ts";
 import { natsSettings, replicasSetting } from "../../shared/settings.ts";
 import { startAuthorizer } from "../authorizer/authorizer.ts";
+import { maxTtl } from "../authorizer/policy.ts";
 import { authorizerSettings } from "../authorizer/settings.ts";
 import { startMilter } from "../milter/milter.ts";
 import { milterSettings } from "../milter/settings.ts";
@@ -62,7 +63,7 @@ async function startDev(config: DevConfig, ctx: RoleContext): Promise<void> {
       stream: config.stream,
       bucket: config.bucket,
       replicas: config.replicas,
-      maxLeaseTtlMs: config.leaseTtl,
+      maxLeaseTtlMs: maxTtl(config.leaseTtl, config.serviceTtls),
       perMessageTtl: capability.perMessageTtl,
     });
   } finally {

@@ -7,7 +7,9 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 import { metrics } from "@opentelemetry/api";
 import { errorMessage } from "../../shared/errors.ts";
-import { decodeLease, type Lease } from "../../shared/lease.ts";
+import { decodeBucketValue } from "../../shared/bucket-value.ts";
+import { HEARTBEAT_KEY, isAddressKey } from "../../shared/contract.ts";
+import type { Lease } from "../../shared/lease.ts";
 import type { Logger } from "../../shared/log.ts";
 
 export interface LeaseLookup {
@@ -21,6 +23,7 @@ export class LeaseMirror implements LeaseLookup {
   readonly #log: Logger;
   #ready = false;
   #lastRevision = 0;
+  #lastHeartbeatAt = 0;
   #stopWatch: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   readonly #changes = metrics
@@ -98,15 +101,28 @@ export class LeaseMirror implements LeaseLookup {
     loaded();
   }
 
+  /** When the mirror last heard an authorizer's heartbeat (epoch ms, server time), or 0. */
+  get lastHeartbeatAt(): number {
+    return this.#lastHeartbeatAt;
+  }
+
   #apply(entry: KvEntry): void {
     this.#lastRevision = entry.revision;
     this.#changes.add(1, { operation: entry.operation });
+    if (entry.key === HEARTBEAT_KEY) {
+      this.#lastHeartbeatAt = entry.created.getTime();
+      return;
+    }
+    // User revocations and anything else that is not an address key decide nothing here.
+    if (!isAddressKey(entry.key)) return;
     if (entry.operation !== "PUT") {
       this.#leases.delete(entry.key);
       return;
     }
     try {
-      this.#leases.set(entry.key, decodeLease(entry.value));
+      const value = decodeBucketValue(entry.value);
+      if (value.kind === "lease") this.#leases.set(entry.key, value.lease);
+      else this.#leases.delete(entry.key);
     } catch (err) {
       this.#leases.delete(entry.key);
       this.#log.warn({ key: entry.key, err: errorMessage(err) }, "undecodable lease dropped");

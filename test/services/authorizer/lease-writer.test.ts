@@ -73,10 +73,10 @@ describe("LeaseWriter", () => {
   it("creates, extends, and keeps the longer lease", async () => {
     const now = Date.now();
     const key = "v4.192.0.2.1";
-    assert.equal(await writer.write(key, lease(now + 60_000, "e1"), now), "created");
-    assert.equal(await writer.write(key, lease(now + 120_000, "e2"), now), "extended");
-    assert.equal(await writer.write(key, lease(now + 90_000, "e3"), now), "kept");
-    assert.equal(await writer.write(key, lease(now + 120_000, "e4"), now), "kept");
+    assert.equal((await writer.write(key, lease(now + 60_000, "e1"), now)).outcome, "created");
+    assert.equal((await writer.write(key, lease(now + 120_000, "e2"), now)).outcome, "extended");
+    assert.equal((await writer.write(key, lease(now + 90_000, "e3"), now)).outcome, "kept");
+    assert.equal((await writer.write(key, lease(now + 120_000, "e4"), now)).outcome, "kept");
     const l = await stored(key);
     assert.equal(l.event, "e2");
     assert.equal(l.expiresAt, now + 120_000);
@@ -101,7 +101,7 @@ describe("LeaseWriter", () => {
     const key = "v4.192.0.2.3";
     const expiries = Array.from({ length: 40 }, (_, i) => now + 10_000 + ((i * 7919) % 40) * 1000);
     const outcomes = await Promise.all(
-      expiries.map((x, i) => writer.write(key, lease(x, `c${i}`), now)),
+      expiries.map(async (x, i) => (await writer.write(key, lease(x, `c${i}`), now)).outcome),
     );
     assert.equal(outcomes.filter((o) => o === "created").length, 1);
     assert.equal((await stored(key)).expiresAt, Math.max(...expiries));
