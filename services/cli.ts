@@ -2,6 +2,11 @@
 // relaylease <command>: one binary, one subcommand per role plus the admin commands.
 // Exit status: 0 success, 1 failure at run time, 2 bad usage or configuration.
 import { checkCommand } from "./admin/check.ts";
+import { doctorCommand } from "./admin/doctor.ts";
+import { eventsCommand } from "./admin/events.ts";
+import { grantCommand } from "./admin/grant.ts";
+import { leasesCommand } from "./admin/leases.ts";
+import { revokeCommand } from "./admin/revoke.ts";
 import { setupCommand } from "./admin/setup.ts";
 import { authorizerCommand } from "./authorizer/main.ts";
 import { devCommand } from "./dev/dev.ts";
@@ -18,7 +23,12 @@ export const commands: readonly Command[] = [
   milterCommand,
   devCommand,
   setupCommand,
+  leasesCommand,
+  grantCommand,
+  revokeCommand,
   checkCommand,
+  eventsCommand,
+  doctorCommand,
 ];
 
 function usage(): string {

@@ -98,6 +98,12 @@ function readConfigFile(sources: ConfigSources): Record<string, string> {
   return out;
 }
 
+/** An option of one command that is not a setting (`--json`, `--user alice`). */
+export interface CommandOption {
+  readonly kind: "switch" | "value";
+  readonly doc: string;
+}
+
 /**
  * Splits `--name value` and `--name=value` flags from positional arguments. Only flags the schema
  * knows (plus --config) are accepted: a typo stops the process instead of being ignored.
@@ -106,8 +112,9 @@ function readConfigFile(sources: ConfigSources): Record<string, string> {
 export function parseFlags(
   args: readonly string[],
   schema: Schema,
+  options: Readonly<Record<string, CommandOption>> = {},
 ): { flags: Map<string, string>; positional: string[] } {
-  const known = new Map<string, Setting<unknown>>();
+  const known = new Map<string, Setting<unknown> | CommandOption>(Object.entries(options));
   for (const s of Object.values(schema)) known.set(flagOf(s.env), s);
   const flags = new Map<string, string>();
   const positional: string[] = [];
@@ -121,9 +128,11 @@ export function parseFlags(
     const name = eq === -1 ? arg : arg.slice(0, eq);
     const s = known.get(name);
     if (name !== "--config" && s === undefined) throw new ConfigError(`unknown option ${name}`);
+    const isSwitch =
+      s !== undefined && ("kind" in s ? s.kind === "switch" : s.form === BOOLEAN_FORM);
     if (eq !== -1) {
       flags.set(name, arg.slice(eq + 1));
-    } else if (s !== undefined && s.form === BOOLEAN_FORM && !isBooleanWord(args[i + 1])) {
+    } else if (isSwitch && !isBooleanWord(args[i + 1])) {
       flags.set(name, "true");
     } else {
       const value = args[++i];

@@ -1,35 +1,12 @@
 // The CLI through the real entry point, as an operator runs it.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
+import { relaylease } from "../support/cli.ts";
 import {
   debianNatsServerBinary,
   startTestNatsServer,
   type TestNatsServer,
 } from "../support/nats-server.ts";
-
-const CLI = fileURLToPath(new URL("../../services/cli.ts", import.meta.url));
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function relaylease(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env: { PATH: process.env["PATH"] ?? "", ...env }, timeout: 30_000 },
-      (err, stdout, stderr) => {
-        const code = err === null ? 0 : typeof err.code === "number" ? err.code : 1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
 
 describe("relaylease CLI", () => {
   it("lists its commands", async () => {

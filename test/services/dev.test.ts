@@ -5,11 +5,9 @@ import { execFile, spawn } from "node:child_process";
 import { connect as tcpConnect } from "node:net";
 import { once } from "node:events";
 import { describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
+import { CLI } from "../support/cli.ts";
 import { PolicyClient } from "../support/policy-client.ts";
 import { waitFor } from "../support/wait.ts";
-
-const CLI = fileURLToPath(new URL("../../services/cli.ts", import.meta.url));
 
 function portOpen(hostPort: string): Promise<boolean> {
   const [host, port] = hostPort.split(":");
