@@ -4,6 +4,7 @@
 // reverse order (front doors first, NATS last), each within what is left of the deadline.
 import { errorMessage } from "./errors.ts";
 import { startHealthServer, type ReadinessCheck } from "./health-server.ts";
+import type { DestinationStream } from "pino";
 import { createLogger, type Logger } from "./log.ts";
 import { initTelemetry, type Telemetry, type TelemetryOptions } from "./telemetry.ts";
 
@@ -26,6 +27,8 @@ export interface ProcessOptions {
   readonly metricsListen: string;
   readonly shutdownDeadlineMs?: number;
   readonly spanProcessors?: TelemetryOptions["spanProcessors"];
+  /** Where logs go (default stdout); tests read them from here. */
+  readonly logDestination?: DestinationStream;
   start(ctx: RoleContext): Promise<void>;
 }
 
@@ -38,7 +41,7 @@ export interface RunningProcess {
 
 /** Starts a role; on failure stops whatever had started and rethrows. */
 export async function startProcess(opts: ProcessOptions): Promise<RunningProcess> {
-  const log = createLogger(opts.logLevel, { role: opts.role });
+  const log = createLogger(opts.logLevel, { role: opts.role }, opts.logDestination);
   const telemetry: Telemetry = initTelemetry({
     serviceName: `relaylease-${opts.role}`,
     log,

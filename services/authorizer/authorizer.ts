@@ -121,6 +121,9 @@ function instruments() {
       description:
         "Leases refused, by reason (loopback, cgnat, configured, revoked, shared-address, ...).",
     }),
+    redeliveries: meter.createCounter("relaylease_authorizer_redeliveries", {
+      description: "Events delivered again (a replica died or timed out holding them, or a nak).",
+    }),
     shared: meter.createCounter("relaylease_authorizer_shared_address_flags", {
       description:
         "Logins from an address with more distinct users than RELAYLEASE_MAX_USERS_PER_IP.",
@@ -170,6 +173,7 @@ class EventHandler {
       },
       extractTraceContext(m.headers),
     );
+    if (m.redelivered) this.#metrics.redeliveries.add(1);
     try {
       const outcome = await this.#process(m, parsed, span);
       span.setAttribute("relaylease.outcome", outcome);

@@ -1,0 +1,63 @@
+// Runs roles in this process against a test nats-server, the way `relaylease dev` does, with
+// settings from a plain env map, logs captured as parsed JSON lines, and the Prometheus text of
+// the process's metrics at hand.
+import { Writable } from "node:stream";
+import { loadConfig } from "../../shared/config.ts";
+import { startProcess, type RoleContext, type RunningProcess } from "../../shared/process.ts";
+import { devSettings } from "../../services/dev/dev.ts";
+
+export type RoleConfig = ReturnType<typeof loadConfig<typeof devSettings>> & { natsUrl: string[] };
+
+export function roleConfig(natsUrl: string, env: Record<string, string> = {}): RoleConfig {
+  const config = loadConfig(devSettings, {
+    env: {
+      RELAYLEASE_HTTP_LISTEN: "127.0.0.1:0",
+      RELAYLEASE_POLICY_LISTEN: "127.0.0.1:0",
+      RELAYLEASE_METRICS_LISTEN: "127.0.0.1:0",
+      RELAYLEASE_WATCHER_ID: "test",
+      ...env,
+      RELAYLEASE_NATS_URL: natsUrl,
+    },
+    flags: new Map(),
+  });
+  return { ...config, natsUrl: config.natsUrl ?? [natsUrl] };
+}
+
+export interface Harness {
+  readonly running: RunningProcess;
+  /** Every log line so far, parsed. */
+  readonly logs: Record<string, unknown>[];
+  metrics(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function startRoles(
+  start: (ctx: RoleContext) => Promise<void>,
+  logLevel = "info",
+): Promise<Harness> {
+  const logs: Record<string, unknown>[] = [];
+  let partial = "";
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      const lines = (partial + chunk.toString()).split("\n");
+      partial = lines.pop() ?? "";
+      for (const l of lines) if (l !== "") logs.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  });
+  const running = await startProcess({
+    role: "test",
+    logLevel,
+    metricsListen: "127.0.0.1:0",
+    logDestination: destination,
+    start,
+  });
+  return {
+    running,
+    logs,
+    metrics: async () => (await fetch(`http://${running.healthAddress}/metrics`)).text(),
+    stop: async () => {
+      await running.shutdown("test done");
+    },
+  };
+}
