@@ -20,6 +20,7 @@ import { startMilter } from "../services/milter/milter.ts";
 import { LoginPublisher } from "../services/watcher/publisher.ts";
 import { startWatcher } from "../services/watcher/watcher.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
+import { benchAuthorizer } from "./authorizer.ts";
 import { PolicyClient } from "../test/support/policy-client.ts";
 
 function quantile(sorted: readonly number[], q: number): number {
@@ -72,6 +73,7 @@ function benchDecide(): void {
 
 async function main(): Promise<void> {
   benchDecide();
+  await benchAuthorizer(report);
   const server = await startTestNatsServer();
   const config = loadConfig(devSettings, {
     env: {
