@@ -9,7 +9,7 @@ import { loadFromArgs } from "../../shared/cli.ts";
 import { ConfigError } from "../../shared/config.ts";
 import { decodeLease, type Lease } from "../../shared/lease.ts";
 import { connectOptions } from "../../shared/nats.ts";
-import { decide } from "../milter/decide.ts";
+import { DEFAULT_DECISION_CONFIG, decide } from "../milter/decide.ts";
 import { policyAction } from "../milter/milter.ts";
 import { adminSettings } from "./admin-settings.ts";
 
@@ -33,9 +33,10 @@ export const checkCommand: Command = {
         lookup: (k: string, now: number) =>
           k === key && lease !== undefined && lease.expiresAt > now ? lease : undefined,
       };
-      const d = decide(lookup, { clientAddress: ip }, Date.now());
+      const request = { clientAddress: ip, stage: "connect" } as const;
+      const d = decide(lookup, request, Date.now(), DEFAULT_DECISION_CONFIG);
       process.stdout.write(
-        describe(ip, key, d.verdict === "accept" ? d.lease : undefined) +
+        describe(ip, key, d.reason === "leased" ? d.lease : undefined) +
           `policy: ${policyAction(d)}\n`,
       );
       process.exitCode = d.verdict === "accept" ? 0 : 1;

@@ -1,5 +1,6 @@
-// The milter role: a mirror of the lease bucket and the front doors that answer from it. For now
-// the Postfix policy service; each answer is a span linked to the span that granted the lease.
+// The milter role: a mirror of the lease bucket and the front doors that answer from it: the
+// Postfix policy service and, with RELAYLEASE_MILTER_LISTEN, the milter protocol. Each answer is a
+// span linked to the span that granted the lease.
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { metrics, trace, type Link } from "@opentelemetry/api";
@@ -8,17 +9,20 @@ import { connectForRole } from "../../shared/nats.ts";
 import type { RoleContext } from "../../shared/process.ts";
 import { verifyProvisioned } from "../../shared/provision.ts";
 import { contextFromTraceparent } from "../../shared/telemetry.ts";
-import { decide, type Decision, type RelayRequest } from "./decide.ts";
+import { decide, type Decision, type DecisionConfig, type RelayRequest } from "./decide.ts";
 import { LeaseMirror, type LeaseLookup } from "./mirror.ts";
 import type { PolicyRequest } from "./policy/codec.ts";
 import { startPolicyServer, type PolicyServerStats } from "./policy/server.ts";
-import type { milterSettings } from "./settings.ts";
+import { startMilterServer } from "./milter-protocol/server.ts";
+import { decisionConfigOf, type milterSettings } from "./settings.ts";
 
 export type MilterConfig = ConfigOf<typeof milterSettings>;
 
 export interface Milter {
   readonly mirror: LeaseMirror;
   readonly policyAddress: string;
+  /** Where the milter listens; undefined without RELAYLEASE_MILTER_LISTEN. */
+  readonly milterAddress: string | undefined;
 }
 
 export async function startMilter(config: MilterConfig, ctx: RoleContext): Promise<Milter> {
@@ -29,7 +33,7 @@ export async function startMilter(config: MilterConfig, ctx: RoleContext): Promi
   const mirror = new LeaseMirror(kv, ctx.log);
   ctx.add({ name: "mirror", ready: () => mirror.ready(), stop: () => mirror.stop() });
   await mirror.start();
-  const decider = new TracedDecider(mirror);
+  const decider = new TracedDecider(mirror, decisionConfigOf(config, false));
   const policy = await startPolicyServer({
     listen: config.policyListen,
     answer: (request) => policyAction(decider.decide("policy", policyRequest(request))),
@@ -37,7 +41,20 @@ export async function startMilter(config: MilterConfig, ctx: RoleContext): Promi
   });
   ctx.add({ name: "policy-server", stop: () => policy.close() });
   observeFrontDoor("policy", policy.stats);
-  return { mirror, policyAddress: policy.address };
+  let milterAddress: string | undefined;
+  if (config.milterListen !== undefined) {
+    const milter = await startMilterServer({
+      listen: config.milterListen,
+      decide: (request) => decider.decide("milter", request),
+      acceptAt: config.acceptAt,
+      rejectText: config.rejectText,
+      log: ctx.log,
+    });
+    ctx.add({ name: "milter-server", stop: () => milter.close() });
+    observeFrontDoor("milter", milter.stats);
+    milterAddress = milter.address;
+  }
+  return { mirror, policyAddress: policy.address, milterAddress };
 }
 
 /** Exposes a front door's connection counters as metrics. */
@@ -63,24 +80,53 @@ function observeFrontDoor(door: string, stats: Readonly<PolicyServerStats>): voi
     });
 }
 
+/** In smtpd_relay_restrictions the state is RCPT; elsewhere only the client is asked about. */
 function policyRequest(request: PolicyRequest): RelayRequest {
-  return { clientAddress: request.get("client_address") ?? "" };
+  return {
+    clientAddress: request.get("client_address"),
+    stage: request.get("protocol_state")?.toUpperCase() === "RCPT" ? "rcpt" : "connect",
+    recipient: request.get("recipient"),
+    authenticated: request.get("sasl_username"),
+  };
 }
 
-/** Postfix policy actions: OK lets the relay restriction pass; DUNNO leaves it to the next rule. */
+export const POLICY_DEFER_ACTION =
+  "DEFER_IF_REJECT 4.7.1 Relay check temporarily unavailable, try again later";
+
+/**
+ * Postfix policy actions: OK lets the relay restriction pass; DUNNO leaves it to the next rule
+ * (reject_unauth_destination decides locality itself: no recipient-level reject here).
+ * Tempfail (stale mirror, unknown client) is DEFER_IF_REJECT: a recipient Postfix would then
+ * reject as a relay attempt is deferred (450 4.7.1) instead, a local one still passes.
+ * DEFER_IF_PERMIT would do the opposite: defer local mail and hard-reject the relay attempt.
+ */
 export function policyAction(d: Decision): string {
-  return d.verdict === "accept" ? "OK" : "DUNNO";
+  switch (d.verdict) {
+    case "accept":
+      return "OK";
+    case "tempfail":
+      return POLICY_DEFER_ACTION;
+    default:
+      return "DUNNO";
+  }
 }
 
 /** Wraps the pure decision with its span, counter and latency histogram. */
 export class TracedDecider {
   readonly #leases: LeaseLookup;
+  readonly #fresh: DecisionConfig;
+  readonly #stale: DecisionConfig;
+  readonly #isStale: () => boolean;
   readonly #tracer = trace.getTracer("relaylease-milter");
   readonly #decisions;
   readonly #latency;
 
-  constructor(leases: LeaseLookup) {
+  /** `isStale` is the mirror's view (RELAYLEASE_STALE_AFTER); it picks the config's `stale`. */
+  constructor(leases: LeaseLookup, config: DecisionConfig, isStale: () => boolean = () => false) {
     this.#leases = leases;
+    this.#fresh = { ...config, stale: false };
+    this.#stale = { ...config, stale: true };
+    this.#isStale = isStale;
     const meter = metrics.getMeter("relaylease-milter");
     this.#decisions = meter.createCounter("relaylease_decisions", {
       description: "Relay decisions, by front door, verdict and reason.",
@@ -94,9 +140,10 @@ export class TracedDecider {
 
   decide(door: string, request: RelayRequest): Decision {
     const started = performance.now();
-    const d = decide(this.#leases, request, Date.now());
+    const config = this.#isStale() ? this.#stale : this.#fresh;
+    const d = decide(this.#leases, request, Date.now(), config);
     const links: Link[] = [];
-    if (d.verdict === "accept") {
+    if (d.reason === "leased") {
       const granted = contextFromTraceparent(d.lease.trace);
       const spanContext = granted === undefined ? undefined : trace.getSpanContext(granted);
       if (spanContext !== undefined) links.push({ context: spanContext });
