@@ -14,6 +14,10 @@ import { LeaseMirror, type LeaseLookup } from "./mirror.ts";
 import type { PolicyRequest } from "./policy/codec.ts";
 import { startPolicyServer, type PolicyServerStats } from "./policy/server.ts";
 import { startMilterServer } from "./milter-protocol/server.ts";
+import type { LeaseAnswer } from "./socketmap/session.ts";
+import { startSocketmapServer } from "./socketmap/server.ts";
+import { startWhosonServer } from "./whoson/server.ts";
+import type { ClientAddress } from "../../shared/address.ts";
 import { decisionConfigOf, type milterSettings } from "./settings.ts";
 
 export type MilterConfig = ConfigOf<typeof milterSettings>;
@@ -23,6 +27,8 @@ export interface Milter {
   readonly policyAddress: string;
   /** Where the milter listens; undefined without RELAYLEASE_MILTER_LISTEN. */
   readonly milterAddress: string | undefined;
+  readonly socketmapAddress: string | undefined;
+  readonly whosonAddress: string | undefined;
 }
 
 export async function startMilter(config: MilterConfig, ctx: RoleContext): Promise<Milter> {
@@ -30,10 +36,15 @@ export async function startMilter(config: MilterConfig, ctx: RoleContext): Promi
   const js = jetstream(nc);
   await verifyProvisioned(js, config, { bucket: true });
   const kv = await new Kvm(js).open(config.bucket);
-  const mirror = new LeaseMirror(kv, ctx.log);
+  const mirror = new LeaseMirror(kv, ctx.log, {
+    staleAfterMs: config.staleAfter,
+    maxEntries: config.mirrorMax,
+  });
   ctx.add({ name: "mirror", ready: () => mirror.ready(), stop: () => mirror.stop() });
   await mirror.start();
-  const decider = new TracedDecider(mirror, decisionConfigOf(config, false));
+  const decider = new TracedDecider(mirror, decisionConfigOf(config, false), () =>
+    mirror.stale(Date.now()),
+  );
   const policy = await startPolicyServer({
     listen: config.policyListen,
     answer: (request) => policyAction(decider.decide("policy", policyRequest(request))),
@@ -54,7 +65,42 @@ export async function startMilter(config: MilterConfig, ctx: RoleContext): Promi
     observeFrontDoor("milter", milter.stats);
     milterAddress = milter.address;
   }
-  return { mirror, policyAddress: policy.address, milterAddress };
+  const lookup = (door: string) => (address: ClientAddress) =>
+    leaseAnswer(decider.decide(door, { clientAddress: address.text, stage: "connect" }));
+  let socketmapAddress: string | undefined;
+  if (config.socketmapListen !== undefined) {
+    const socketmap = await startSocketmapServer({
+      listen: config.socketmapListen,
+      lookup: lookup("socketmap"),
+      log: ctx.log,
+    });
+    ctx.add({ name: "socketmap-server", stop: () => socketmap.close() });
+    observeFrontDoor("socketmap", {
+      ...socketmap.stats,
+      answerErrors: socketmap.stats.lookupErrors,
+    });
+    socketmapAddress = socketmap.address;
+  }
+  let whosonAddress: string | undefined;
+  if (config.whosonListen !== undefined) {
+    const whoson = await startWhosonServer({
+      listen: config.whosonListen,
+      lookup: lookup("whoson"),
+      allow: config.whosonAllow.length === 0 ? undefined : config.whosonAllow,
+      log: ctx.log,
+    });
+    ctx.add({ name: "whoson-server", stop: () => whoson.close() });
+    whosonAddress = whoson.address;
+  }
+  return { mirror, policyAddress: policy.address, milterAddress, socketmapAddress, whosonAddress };
+}
+
+/** What socketmap and whoson say of a client: leased (with expiry and user), unknown, or stale. */
+export function leaseAnswer(d: Decision): LeaseAnswer {
+  if (d.verdict === "accept" && d.reason === "leased") {
+    return { kind: "leased", expiresAt: d.lease.expiresAt, user: d.lease.user };
+  }
+  return d.reason === "stale" ? { kind: "stale" } : { kind: "not-leased" };
 }
 
 /** Exposes a front door's connection counters as metrics. */

@@ -3,45 +3,97 @@
 // It is ready once the initial load is done: at once for an empty bucket (a watch of an empty
 // bucket yields nothing to wait for), else when the entry with nothing pending after it arrives.
 // Lookups check `expiresAt` themselves, so a missed expiry marker never keeps a lease alive.
-// Limits: one map entry per key in the bucket; a value that does not decode is dropped (logged).
+//
+// Supervision: authorizers write a heartbeat key every HEARTBEAT_INTERVAL_MS, so a watch that
+// hears nothing for STALL_AFTER_MS has stalled (the server hosting its consumer died: the built-in
+// recovery can take over a minute). The supervisor then replaces the watch, resuming after the
+// last revision seen, with back-off; after a silence longer than the expiry markers live it
+// reloads the whole bucket instead, since expiries in between would be missed.
+// Staleness: the mirror is stale when it has heard nothing for `staleAfter` (NATS unreachable, no
+// authorizer, or a watch that cannot be restarted); decisions then apply the fail mode.
+// Limits: at most `maxEntries` leases; past it new keys are refused and counted, loudly.
 import type { KV, KvEntry } from "@nats-io/kv";
 import { metrics } from "@opentelemetry/api";
-import { errorMessage } from "../../shared/errors.ts";
 import { decodeBucketValue } from "../../shared/bucket-value.ts";
-import { HEARTBEAT_KEY, isAddressKey } from "../../shared/contract.ts";
+import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_KEY, isAddressKey } from "../../shared/contract.ts";
+import { errorMessage } from "../../shared/errors.ts";
 import type { Lease } from "../../shared/lease.ts";
 import type { Logger } from "../../shared/log.ts";
+import { MARKER_TTL_MS } from "../../shared/provision.ts";
 
 export interface LeaseLookup {
   /** The live lease under a key at `now`, if any. */
   lookup(key: string, now: number): Lease | undefined;
 }
 
+export interface MirrorOptions {
+  /** Silence after which the mirror counts as stale (RELAYLEASE_STALE_AFTER). */
+  readonly staleAfterMs?: number;
+  /** RELAYLEASE_MIRROR_MAX. */
+  readonly maxEntries?: number;
+  /** Overrides for tests. */
+  readonly stallAfterMs?: number;
+  readonly superviseEveryMs?: number;
+}
+
+const STALL_AFTER_MS = 3 * HEARTBEAT_INTERVAL_MS;
+const MAX_RESTART_BACKOFF_MS = 30_000;
+
 export class LeaseMirror implements LeaseLookup {
-  readonly #leases = new Map<string, Lease>();
+  #leases = new Map<string, Lease>();
   readonly #kv: KV;
   readonly #log: Logger;
+  readonly #staleAfterMs: number;
+  readonly #maxEntries: number;
+  readonly #stallAfterMs: number;
+  readonly #superviseEveryMs: number;
   #ready = false;
   #lastRevision = 0;
   #lastHeartbeatAt = 0;
+  /** Local clock: when the watch last delivered anything (or the mirror became ready). */
+  #lastHeardAt = 0;
+  #heartbeatSeen = false;
+  #nextRestartAt = 0;
+  #restartBackoffMs = 1000;
+  #restarting = false;
   #stopWatch: (() => void) | undefined;
   #loop: Promise<void> | undefined;
-  readonly #changes = metrics
-    .getMeter("relaylease-milter")
-    .createCounter("relaylease_mirror_changes", {
-      description: "Bucket entries applied to the mirror, by operation (PUT, DEL, PURGE).",
-    });
+  #supervisor: NodeJS.Timeout | undefined;
+  #refusedAtLimit = false;
+  readonly #metrics;
 
-  constructor(kv: KV, log: Logger) {
+  constructor(kv: KV, log: Logger, options: MirrorOptions = {}) {
     this.#kv = kv;
     this.#log = log.child({ module: "mirror" });
-    metrics
-      .getMeter("relaylease-milter")
+    this.#staleAfterMs = options.staleAfterMs ?? 60_000;
+    this.#maxEntries = options.maxEntries ?? 1_000_000;
+    this.#stallAfterMs = options.stallAfterMs ?? STALL_AFTER_MS;
+    this.#superviseEveryMs = options.superviseEveryMs ?? 1000;
+    const meter = metrics.getMeter("relaylease-milter");
+    this.#metrics = {
+      changes: meter.createCounter("relaylease_mirror_changes", {
+        description: "Bucket entries applied to the mirror, by operation (PUT, DEL, PURGE).",
+      }),
+      restarts: meter.createCounter("relaylease_mirror_watch_restarts", {
+        description: "Watches replaced by the supervisor, by kind (resume, reload).",
+      }),
+      refused: meter.createCounter("relaylease_mirror_refused_entries", {
+        description: "New leases not mirrored because RELAYLEASE_MIRROR_MAX was reached.",
+      }),
+    };
+    meter
       .createObservableGauge("relaylease_mirror_entries", {
         description: "Leases held in the mirror (including ones past expiresAt not yet removed).",
       })
       .addCallback((r) => {
         r.observe(this.#leases.size);
+      });
+    meter
+      .createObservableGauge("relaylease_mirror_stale", {
+        description: "1 while the mirror is stale (heard nothing for RELAYLEASE_STALE_AFTER).",
+      })
+      .addCallback((r) => {
+        r.observe(this.stale(Date.now()) ? 1 : 0);
       });
   }
 
@@ -53,8 +105,17 @@ export class LeaseMirror implements LeaseLookup {
     return this.#lastRevision;
   }
 
+  /** When the mirror last heard an authorizer's heartbeat (epoch ms, server time), or 0. */
+  get lastHeartbeatAt(): number {
+    return this.#lastHeartbeatAt;
+  }
+
   ready(): boolean {
     return this.#ready;
+  }
+
+  stale(now: number): boolean {
+    return !this.#ready || now - this.#lastHeardAt > this.#staleAfterMs;
   }
 
   lookup(key: string, now: number): Lease | undefined {
@@ -69,8 +130,25 @@ export class LeaseMirror implements LeaseLookup {
 
   /** Starts the watch; resolves once the initial load is complete. */
   async start(): Promise<void> {
-    const status = await this.#kv.status();
-    const watch = await this.#kv.watch();
+    const empty = (await this.#kv.status()).values === 0;
+    await this.#watch(undefined, empty);
+    this.#supervisor = setInterval(() => {
+      void this.#supervise();
+    }, this.#superviseEveryMs);
+    this.#supervisor.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#supervisor);
+    this.#stopWatch?.();
+    await this.#loop;
+  }
+
+  /** Starts a watch (resuming after `fromRevision`, or a full load) and waits for its load. */
+  async #watch(fromRevision: number | undefined, empty: boolean): Promise<void> {
+    const watch = await this.#kv.watch(
+      fromRevision === undefined ? {} : { resumeFromRevision: fromRevision + 1 },
+    );
     this.#stopWatch = () => {
       watch.stop();
     };
@@ -78,9 +156,10 @@ export class LeaseMirror implements LeaseLookup {
     const initialLoad = new Promise<void>((resolve) => {
       loaded = resolve;
     });
-    if (status.values === 0) this.#markReady(loaded);
+    if (empty || fromRevision !== undefined) this.#markReady(loaded);
     this.#loop = (async () => {
       for await (const entry of watch) {
+        this.#lastHeardAt = Date.now();
         this.#apply(entry);
         if (!this.#ready && entry.delta === 0) this.#markReady(loaded);
       }
@@ -90,27 +169,61 @@ export class LeaseMirror implements LeaseLookup {
     await initialLoad;
   }
 
-  async stop(): Promise<void> {
-    this.#stopWatch?.();
-    await this.#loop;
-  }
-
   #markReady(loaded: () => void): void {
+    if (!this.#ready) {
+      this.#log.info({ leases: this.#leases.size, revision: this.#lastRevision }, "mirror loaded");
+    }
     this.#ready = true;
-    this.#log.info({ leases: this.#leases.size, revision: this.#lastRevision }, "mirror loaded");
+    this.#lastHeardAt = Date.now();
     loaded();
   }
 
-  /** When the mirror last heard an authorizer's heartbeat (epoch ms, server time), or 0. */
-  get lastHeartbeatAt(): number {
-    return this.#lastHeartbeatAt;
+  /** Replaces a watch that has gone silent although authorizers write heartbeats. */
+  async #supervise(): Promise<void> {
+    const now = Date.now();
+    const silentMs = now - this.#lastHeardAt;
+    if (this.#restarting || !this.#heartbeatSeen || silentMs < this.#stallAfterMs) {
+      if (silentMs < this.#stallAfterMs) this.#restartBackoffMs = 1000;
+      return;
+    }
+    if (now < this.#nextRestartAt) return;
+    this.#restarting = true;
+    const reload = silentMs > MARKER_TTL_MS;
+    this.#log.warn(
+      { silentMs, reload, revision: this.#lastRevision },
+      "watch silent; replacing it",
+    );
+    this.#metrics.restarts.add(1, { kind: reload ? "reload" : "resume" });
+    try {
+      this.#stopWatch?.();
+      if (reload) {
+        const previous = this.#leases;
+        this.#leases = new Map();
+        this.#ready = false;
+        await this.#watch(undefined, (await this.#kv.status()).values === 0).catch(
+          (err: unknown) => {
+            this.#leases = previous;
+            throw err;
+          },
+        );
+      } else {
+        await this.#watch(this.#lastRevision, false);
+      }
+    } catch (err) {
+      this.#log.warn({ err: errorMessage(err) }, "could not replace the watch; will retry");
+    } finally {
+      this.#nextRestartAt = Date.now() + this.#restartBackoffMs;
+      this.#restartBackoffMs = Math.min(2 * this.#restartBackoffMs, MAX_RESTART_BACKOFF_MS);
+      this.#restarting = false;
+    }
   }
 
   #apply(entry: KvEntry): void {
-    this.#lastRevision = entry.revision;
-    this.#changes.add(1, { operation: entry.operation });
+    this.#lastRevision = Math.max(this.#lastRevision, entry.revision);
+    this.#metrics.changes.add(1, { operation: entry.operation });
     if (entry.key === HEARTBEAT_KEY) {
       this.#lastHeartbeatAt = entry.created.getTime();
+      this.#heartbeatSeen = true;
       return;
     }
     // User revocations and anything else that is not an address key decide nothing here.
@@ -121,11 +234,27 @@ export class LeaseMirror implements LeaseLookup {
     }
     try {
       const value = decodeBucketValue(entry.value);
-      if (value.kind === "lease") this.#leases.set(entry.key, value.lease);
+      if (value.kind === "lease") this.#hold(entry.key, value.lease);
       else this.#leases.delete(entry.key);
     } catch (err) {
       this.#leases.delete(entry.key);
       this.#log.warn({ key: entry.key, err: errorMessage(err) }, "undecodable lease dropped");
     }
+  }
+
+  #hold(key: string, lease: Lease): void {
+    if (this.#leases.size < this.#maxEntries || this.#leases.has(key)) {
+      this.#leases.set(key, lease);
+      this.#refusedAtLimit = false;
+      return;
+    }
+    this.#metrics.refused.add(1);
+    if (!this.#refusedAtLimit) {
+      this.#log.error(
+        { limit: this.#maxEntries },
+        "lease mirror full (RELAYLEASE_MIRROR_MAX): new leases are not mirrored and do not relay",
+      );
+    }
+    this.#refusedAtLimit = true;
   }
 }

@@ -1,6 +1,12 @@
 // The milter role's settings: the single source of truth for its env vars, flags and docs.
 import { parseNetworkList, type Network } from "../../shared/address.ts";
-import { durationSetting, enumSetting, type ConfigOf, type Setting } from "../../shared/config.ts";
+import {
+  durationSetting,
+  enumSetting,
+  integerSetting,
+  type ConfigOf,
+  type Setting,
+} from "../../shared/config.ts";
 import { parseListenAddress } from "../../shared/listen-address.ts";
 import { listenSetting, natsSettings, processSettings } from "../../shared/settings.ts";
 import { DEFAULT_REMOTE_MAILERS } from "./decide.ts";
@@ -55,6 +61,19 @@ export function parseRejectText(raw: string): string {
   return text;
 }
 
+function optionalListen(env: string, doc: string): Setting<string | undefined> {
+  return {
+    env,
+    doc,
+    default: undefined,
+    form: "host:port ([::1]:port for IPv6), or a unix socket path",
+    parse: (raw: string): string | undefined => {
+      parseListenAddress(raw);
+      return raw;
+    },
+  };
+}
+
 export const milterSettings = {
   ...natsSettings,
   ...processSettings,
@@ -63,16 +82,32 @@ export const milterSettings = {
     "Where the Postfix policy service listens (check_policy_service inet:host:port or unix:path).",
     "127.0.0.1:10040",
   ),
-  milterListen: {
-    env: "RELAYLEASE_MILTER_LISTEN",
-    doc: "Where the milter (Sendmail X line S=inet:port@host, Postfix smtpd_milters inet:host:port or unix:path) listens; unset, no milter.",
-    default: undefined,
-    form: "host:port ([::1]:port for IPv6), or a unix socket path",
-    parse: (raw: string): string | undefined => {
-      parseListenAddress(raw);
-      return raw;
-    },
-  } satisfies Setting<string | undefined>,
+  milterListen: optionalListen(
+    "RELAYLEASE_MILTER_LISTEN",
+    "Where the milter (Sendmail X line S=inet:port@host, Postfix smtpd_milters inet:host:port or unix:path) listens; unset, no milter.",
+  ),
+  socketmapListen: optionalListen(
+    "RELAYLEASE_SOCKETMAP_LISTEN",
+    "Where the socketmap service listens (Postfix socketmap:inet:host:port:name, Sendmail K name socket inet:port@host); unset, none.",
+  ),
+  whosonListen: optionalListen(
+    "RELAYLEASE_WHOSON_LISTEN",
+    "Where the whoson service listens, TCP and UDP on one port (Exim's whoson lookup); unset, none.",
+  ),
+  whosonAllow: {
+    env: "RELAYLEASE_WHOSON_ALLOW",
+    doc: "Peers that may ask whoson who is behind an address; empty: any peer that can reach it.",
+    default: "",
+    form: "networks in CIDR form separated by commas or spaces",
+    parse: (raw: string): Network[] => parseNetworkList(raw),
+  } satisfies Setting<Network[]>,
+  mirrorMax: integerSetting(
+    "RELAYLEASE_MIRROR_MAX",
+    "The most leases the mirror holds; past it, new leases are refused loudly (they do not relay).",
+    "1000000",
+    1,
+    100_000_000,
+  ),
   trustedNetworks: {
     env: "RELAYLEASE_TRUSTED_NETWORKS",
     doc: "Clients that may always relay, as the MTA's mynetworks; the milter must know them because it sees their recipients too. Empty: none, not even loopback.",
