@@ -47,6 +47,10 @@ describe("admin commands", () => {
     const c = await relaylease(["check", "198.51.100.20"], env);
     assert.equal(c.code, 0, c.stderr);
     assert.match(c.stdout, /leased until .*user bob, admin via admin/);
+    assert.match(c.stdout, /^policy +RCPT postmaster@remote\.example +OK +accept leased$/m);
+    assert.match(c.stdout, /^milter +connect +ACCEPT +accept leased$/m);
+    assert.match(c.stdout, /^socketmap +lookup +OK \d+ +accept leased$/m);
+    assert.match(c.stdout, /^whoson +QUERY +\+bob +accept leased$/m);
 
     const table = await relaylease(["leases"], env);
     assert.match(table.stdout, /^ADDRESS\s+USER\s+SERVICE\s+SOURCE\s+WATCHER\s+EXPIRES\s+LEFT$/m);
