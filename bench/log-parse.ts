@@ -206,7 +206,7 @@ async function main(): Promise<void> {
           .join(" ")}\n`,
     );
   } finally {
-    if (process.env.KEEP === undefined) await rm(dir, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
