@@ -94,6 +94,25 @@ describe("authorizer", () => {
     });
   }
 
+  it("terminates a malformed event: logged, counted, never redelivered", async () => {
+    const malformed = async () =>
+      Number(
+        /relaylease_authorizer_events_total\{outcome="malformed"[^}]*\} (\d+)/.exec(
+          await roles.metrics(),
+        )?.[1] ?? 0,
+      );
+    const before = await malformed();
+    await js.publish("relaylease.login.pop-1", '{"ip": "not an address"}', { msgID: "garbage-1" });
+    await waitFor(async () => (await malformed()) === before + 1, 3000, "malformed event counted");
+    assert.ok(
+      roles.logs.some(
+        (l) => l["msg"] === "malformed login event dropped" && String(l["reason"]).includes('"ip"'),
+      ),
+    );
+    const info = await (await js.jetstreamManager()).consumers.info("RELAY_LOGINS", "authorizer");
+    assert.equal(info.num_ack_pending, 0, "terminated, not waiting for redelivery");
+  });
+
   it("refuses a third user from one address when the guard says so", async () => {
     const ip = "198.51.100.50";
     await login(ip, { user: "u1" });
