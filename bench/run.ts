@@ -1,9 +1,10 @@
-// Benchmarks of the thin slice on a real nats-server (R1, loopback), printed as figures.
-// Not a test: nothing here passes or fails. Run with `npm run bench`.
-//   1. decide(): in-process decisions per second against a mirror-sized Map, and p50/p99
-//   2. Postfix policy service: queries per second and latency, 1 and 10 connections
-//   3. login to lease: events published by one watcher, leases written by one authorizer
-//   4. login to OK: time from POST /v1/logins until the policy service answers OK
+// Benchmarks on a real nats-server (R1, loopback), printed as figures. Not a test: nothing here
+// passes or fails. Run with `npm run bench` (all) or `npm run bench -- doors mirror` (some).
+//   decide      the pure decision per second against a mirror-sized Map, p50/p99
+//   authorizer  events to leases per second from a backlog (bench/authorizer.ts)
+//   doors       policy and milter decisions over 1/10/100 connections (bench/front-doors.ts)
+//   mirror      mirror memory and initial load time, BENCH_MIRROR_LEASES (1 000 000) leases
+//   slice       events published, events to leases, and login (HTTP) to policy OK
 import { performance } from "node:perf_hooks";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
@@ -21,6 +22,7 @@ import { LoginPublisher } from "../services/watcher/publisher.ts";
 import { startWatcher } from "../services/watcher/watcher.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { benchAuthorizer } from "./authorizer.ts";
+import { benchFrontDoors, benchMirror } from "./front-doors.ts";
 import { PolicyClient } from "../test/support/policy-client.ts";
 
 function quantile(sorted: readonly number[], q: number): number {
@@ -71,9 +73,18 @@ function benchDecide(): void {
   report("decide() in process, 100k leases", n, (performance.now() - t0) / 1000, samples);
 }
 
-async function main(): Promise<void> {
-  benchDecide();
-  await benchAuthorizer(report);
+/** `npm run bench -- NAME...` runs only the named parts: decide, authorizer, doors, mirror, slice. */
+async function main(only: readonly string[]): Promise<void> {
+  const want = (name: string) => only.length === 0 || only.includes(name);
+  if (want("decide")) benchDecide();
+  if (want("authorizer")) await benchAuthorizer(report);
+  if (want("doors")) await benchFrontDoors(report);
+  if (want("mirror"))
+    await benchMirror(report, Number(process.env["BENCH_MIRROR_LEASES"] ?? 1_000_000));
+  if (want("slice")) await benchSlice();
+}
+
+async function benchSlice(): Promise<void> {
   const server = await startTestNatsServer();
   const config = loadConfig(devSettings, {
     env: {
@@ -108,43 +119,12 @@ async function main(): Promise<void> {
     },
   });
   try {
-    await benchPolicy(policyAddress);
     await benchLoginToLease(nc, config.bucket);
     await benchLoginToOk(httpAddress, policyAddress);
   } finally {
     await running.shutdown("bench done");
     await nc.close();
     await server.cleanup();
-  }
-}
-
-async function benchPolicy(address: string): Promise<void> {
-  for (const connections of [1, 10]) {
-    const clients = await Promise.all(
-      Array.from({ length: connections }, () => PolicyClient.connect(address)),
-    );
-    const perClient = 20_000 / connections;
-    const latencies: number[] = [];
-    const t0 = performance.now();
-    await Promise.all(
-      clients.map(async (c, ci) => {
-        for (let i = 0; i < perClient; i++) {
-          const s = performance.now();
-          await c.query({
-            request: "smtpd_access_policy",
-            client_address: ipOf(ci * perClient + i),
-          });
-          latencies.push(performance.now() - s);
-        }
-      }),
-    );
-    report(
-      `policy service, ${connections} connection(s)`,
-      20_000,
-      (performance.now() - t0) / 1000,
-      latencies,
-    );
-    await Promise.all(clients.map((c) => c.close()));
   }
 }
 
@@ -196,4 +176,4 @@ async function benchLoginToOk(http: string, policyAddress: string): Promise<void
   await policy.close();
 }
 
-await main();
+await main(process.argv.slice(2));
