@@ -26,10 +26,16 @@ export interface LoginEvent {
   readonly watcher: string;
   /** Epoch milliseconds. */
   readonly loginAt: number;
+  /**
+   * W3C traceparent of the span in which the login was reported, kept with the event while it
+   * waits in the outbox; on the wire the trace context rides in the message headers.
+   */
+  readonly trace?: string | undefined;
 }
 
 export const EVENT_ID = /^[-\w]{1,64}$/;
 const ANY_ADDRESS = /^.{1,64}$/;
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 export function newEventId(): string {
   return randomUUID();
@@ -45,6 +51,7 @@ export function encodeLoginEvent(e: LoginEvent): Uint8Array {
       source: e.source,
       watcher: e.watcher,
       loginAt: new Date(e.loginAt).toISOString(),
+      trace: e.trace,
     }),
   );
 }
@@ -64,7 +71,13 @@ export function decodeLoginEvent(body: Uint8Array): LoginEvent {
     source: requiredString(o, "source", LABEL),
     watcher: requiredString(o, "watcher", /^[-\w]{1,64}$/),
     loginAt: requiredTime(o, "loginAt"),
+    ...traceOf(optionalString(o, "trace", TRACEPARENT)),
   };
+}
+
+/** Only an event that carries a trace has the field at all. */
+function traceOf(trace: string | undefined): { trace?: string } {
+  return trace === undefined ? {} : { trace };
 }
 
 /** Our budget for one event: addresses, a user name of 256 characters and labels fit easily. */

@@ -5,7 +5,7 @@ import type { JetStreamClient } from "@nats-io/jetstream";
 import { SpanKind, SpanStatusCode, context, metrics, trace } from "@opentelemetry/api";
 import { loginSubject } from "../../shared/contract.ts";
 import { encodeLoginEvent, newEventId, type LoginEvent } from "../../shared/login-event.ts";
-import { injectTraceContext } from "../../shared/telemetry.ts";
+import { contextFromTraceparent, injectTraceContext } from "../../shared/telemetry.ts";
 import { errorMessage } from "../../shared/errors.ts";
 
 export interface LoginReport {
@@ -32,6 +32,24 @@ function instruments() {
   };
 }
 
+export function newLoginEvent(
+  report: LoginReport,
+  watcher: string,
+  id: string = newEventId(),
+  trace?: string,
+): LoginEvent {
+  return {
+    id,
+    ip: report.ip,
+    user: report.user,
+    service: report.service,
+    source: report.source,
+    watcher,
+    loginAt: report.loginAt ?? Date.now(),
+    trace,
+  };
+}
+
 export class LoginPublisher {
   readonly #js: JetStreamClient;
   readonly #watcherId: string;
@@ -46,31 +64,41 @@ export class LoginPublisher {
     this.#subject = loginSubject(watcherId);
   }
 
+  get watcherId(): string {
+    return this.#watcherId;
+  }
+
   /** Publishes a login and resolves with the event once the stream has stored it. */
   async publish(report: LoginReport, id: string = newEventId()): Promise<LoginEvent> {
-    const event: LoginEvent = {
-      id,
-      ip: report.ip,
-      user: report.user,
-      service: report.service,
-      source: report.source,
-      watcher: this.#watcherId,
-      loginAt: report.loginAt ?? Date.now(),
-    };
-    const span = this.#tracer.startSpan(`send ${this.#subject}`, {
-      kind: SpanKind.PRODUCER,
-      attributes: {
-        "messaging.system": "nats",
-        "messaging.operation.type": "send",
-        "messaging.operation.name": "send",
-        "messaging.destination.name": this.#subject,
-        "messaging.destination.template": "relaylease.login.{watcher}",
-        "messaging.message.id": event.id,
-        "relaylease.source": event.source,
+    const event = newLoginEvent(report, this.#watcherId, id);
+    await this.publishEvent(event);
+    return event;
+  }
+
+  /**
+   * Publishes an event made earlier (kept in the outbox meanwhile); its `trace`, if any, is the
+   * parent of the send span, so the trace starts where the login was reported.
+   */
+  async publishEvent(event: LoginEvent): Promise<void> {
+    const parent = contextFromTraceparent(event.trace) ?? context.active();
+    const span = this.#tracer.startSpan(
+      `send ${this.#subject}`,
+      {
+        kind: SpanKind.PRODUCER,
+        attributes: {
+          "messaging.system": "nats",
+          "messaging.operation.type": "send",
+          "messaging.operation.name": "send",
+          "messaging.destination.name": this.#subject,
+          "messaging.destination.template": "relaylease.login.{watcher}",
+          "messaging.message.id": event.id,
+          "relaylease.source": event.source,
+        },
       },
-    });
+      parent,
+    );
     const h = headers();
-    injectTraceContext(trace.setSpan(context.active(), span), h);
+    injectTraceContext(trace.setSpan(parent, span), h);
     try {
       const ack = await this.#js.publish(this.#subject, encodeLoginEvent(event), {
         msgID: event.id,
@@ -78,7 +106,6 @@ export class LoginPublisher {
       });
       this.#metrics.published.add(1, { source: event.source });
       if (ack.duplicate) this.#metrics.duplicates.add(1, { source: event.source });
-      return event;
     } catch (err) {
       this.#metrics.failures.add(1, { source: event.source });
       span.setStatus({ code: SpanStatusCode.ERROR, message: errorMessage(err) });
