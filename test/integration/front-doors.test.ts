@@ -44,7 +44,7 @@ describe("front doors of the milter role", () => {
       RELAYLEASE_LEASE_TTL: "10m",
       RELAYLEASE_SOCKETMAP_LISTEN: "127.0.0.1:0",
       RELAYLEASE_WHOSON_LISTEN: "127.0.0.1:0",
-      RELAYLEASE_STALE_AFTER: "2s",
+      RELAYLEASE_STALE_AFTER: "3s",
     });
     roles = await startRoles(async (ctx) => {
       await startAuthorizer(config, ctx);
