@@ -10,18 +10,17 @@ import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { leaseKey, parseAddress } from "../shared/address.ts";
-import { loadConfig } from "../shared/config.ts";
 import type { Lease } from "../shared/lease.ts";
 import { startProcess } from "../shared/process.ts";
 import { provision } from "../shared/provision.ts";
 import { startAuthorizer } from "../services/authorizer/authorizer.ts";
-import { devSettings } from "../services/dev/dev.ts";
 import { decide } from "../services/milter/decide.ts";
 import { startMilter } from "../services/milter/milter.ts";
 import { LoginPublisher } from "../services/watcher/publisher.ts";
 import { startWatcher } from "../services/watcher/watcher.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { benchAuthorizer } from "./authorizer.ts";
+import { roleConfig } from "../test/support/role-harness.ts";
 import { benchFrontDoors, benchMirror } from "./front-doors.ts";
 import { PolicyClient } from "../test/support/policy-client.ts";
 
@@ -86,16 +85,12 @@ async function main(only: readonly string[]): Promise<void> {
 
 async function benchSlice(): Promise<void> {
   const server = await startTestNatsServer();
-  const config = loadConfig(devSettings, {
-    env: {
-      RELAYLEASE_NATS_URL: server.url,
-      RELAYLEASE_HTTP_LISTEN: "127.0.0.1:0",
-      RELAYLEASE_POLICY_LISTEN: "127.0.0.1:0",
-      RELAYLEASE_METRICS_LISTEN: "127.0.0.1:0",
-      RELAYLEASE_WATCHER_ID: "bench",
-      LOG_LEVEL: "error",
-    },
-    flags: new Map(),
+  const config = roleConfig(server.url, {
+    RELAYLEASE_HTTP_LISTEN: "127.0.0.1:0",
+    RELAYLEASE_POLICY_LISTEN: "127.0.0.1:0",
+    RELAYLEASE_METRICS_LISTEN: "127.0.0.1:0",
+    RELAYLEASE_WATCHER_ID: "bench",
+    LOG_LEVEL: "error",
   });
   const natsUrl = [server.url];
   const nc = await connect({ servers: server.url });
@@ -115,7 +110,7 @@ async function benchSlice(): Promise<void> {
     start: async (ctx) => {
       await startAuthorizer({ ...config, natsUrl }, ctx);
       policyAddress = (await startMilter({ ...config, natsUrl }, ctx)).policyAddress;
-      httpAddress = (await startWatcher({ ...config, natsUrl }, ctx)).httpAddress;
+      httpAddress = (await startWatcher({ ...config, natsUrl }, ctx)).httpAddress ?? "";
     },
   });
   try {

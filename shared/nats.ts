@@ -3,6 +3,7 @@
 // per-message TTL needs JetStream API level >= 1 (nats-server >= 2.11.2); older servers accept the
 // TTL settings and silently ignore them, so a lease would never expire on the server.
 import { readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   connect,
   credsAuthenticator,
@@ -161,4 +162,38 @@ export async function connectForRole(
   });
   const capability = await checkCapability(nc, config.degradedTtl, ctx.log);
   return { nc, capability };
+}
+
+/**
+ * For a role that must work while NATS is away (the watcher): tries to connect until it succeeds
+ * or `signal` aborts (resolving undefined then), with back-off, logging the first failure of a
+ * streak; once connected, the connection reconnects forever on its own.
+ */
+export async function connectWhenPossible(
+  config: NatsConfig,
+  name: string,
+  log: Logger,
+  signal: AbortSignal,
+): Promise<NatsConnection | undefined> {
+  const natsLog = log.child({ module: "nats" });
+  const options = { ...connectOptions(config, name), waitOnFirstConnect: false };
+  let delay = 250;
+  for (let attempt = 1; !signal.aborted; attempt++) {
+    try {
+      const nc = await connect(options);
+      natsLog.info({ server: nc.getServer(), version: nc.info?.version }, "connected to NATS");
+      void logStatus(nc, natsLog);
+      return nc;
+    } catch (err) {
+      if (attempt === 1) {
+        natsLog.warn(
+          { servers: config.natsUrl, err: errorMessage(err) },
+          "NATS unreachable; retrying",
+        );
+      }
+      await sleep(delay, undefined, { signal }).catch(() => undefined);
+      delay = Math.min(delay * 2, 5000);
+    }
+  }
+  return undefined;
 }

@@ -33,6 +33,13 @@ export const devSettings = {
     default: undefined,
     parse: (raw: string): string[] | undefined => natsSettings.natsUrl.parse(raw),
   } satisfies Setting<string[] | undefined>,
+  httpListen: { ...watcherSettings.httpListen, default: "127.0.0.1:8391" },
+  outboxDir: {
+    ...watcherSettings.outboxDir,
+    doc: "The watcher's outbox directory; unset, a temporary one.",
+    default: undefined,
+    parse: (raw: string): string | undefined => raw,
+  } satisfies Setting<string | undefined>,
 };
 type DevConfig = ConfigOf<typeof devSettings>;
 
@@ -54,8 +61,10 @@ export const devCommand: Command = {
 };
 
 async function startDev(config: DevConfig, ctx: RoleContext): Promise<void> {
-  const natsUrl = config.natsUrl ?? [await startOwnNatsServer(ctx)];
-  const roleConfig = { ...config, natsUrl };
+  const scratch = await mkdtemp(join(tmpdir(), "relaylease-dev-"));
+  ctx.add({ name: "scratch", stop: () => rm(scratch, { recursive: true, force: true }) });
+  const natsUrl = config.natsUrl ?? [await startOwnNatsServer(join(scratch, "jetstream"), ctx)];
+  const roleConfig = { ...config, natsUrl, outboxDir: config.outboxDir ?? join(scratch, "outbox") };
   const nc = await connect(connectOptions(roleConfig, "dev-setup", false));
   try {
     const capability = await checkCapability(nc, config.degradedTtl, ctx.log);
@@ -73,24 +82,14 @@ async function startDev(config: DevConfig, ctx: RoleContext): Promise<void> {
   const milter = await startMilter(roleConfig, ctx);
   const watcher = await startWatcher({ ...roleConfig, watcherId: config.watcherId ?? "dev" }, ctx);
   process.stdout.write(
-    nextSteps(natsUrl.join(","), watcher.httpAddress, milter.policyAddress, config),
+    nextSteps(natsUrl.join(","), watcher.httpAddress ?? "", milter.policyAddress, config),
   );
 }
 
-async function startOwnNatsServer(ctx: RoleContext): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "relaylease-dev-"));
-  const server = await startNatsServer({
-    binary: await resolveNatsServerBinary(),
-    storeDir: join(dir, "jetstream"),
-  });
-  ctx.add({
-    name: "nats-server",
-    stop: async () => {
-      await server.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  });
-  ctx.log.info({ url: server.url, store: dir }, "started a nats-server for dev");
+async function startOwnNatsServer(storeDir: string, ctx: RoleContext): Promise<string> {
+  const server = await startNatsServer({ binary: await resolveNatsServerBinary(), storeDir });
+  ctx.add({ name: "nats-server", stop: () => server.stop() });
+  ctx.log.info({ url: server.url, store: storeDir }, "started a nats-server for dev");
   return server.url;
 }
 

@@ -2,11 +2,13 @@
 // `{"ip": "...", "user": "...", "service": "pop3"}` reports a successful login from anything
 // that cannot speak one of the other sources. It accepts requests from whoever can reach the
 // listener, so keep it on loopback or behind a network policy.
-//   202 {"id", "ip"}   the event is stored in the login stream
+//   202 {"id", "ip"}   the login is stored in the durable outbox (published as soon as NATS can)
 //   400 {"error"}      the body is not JSON, or a field is wrong (the message names the field)
 //   404 / 405 / 413 / 415   wrong path, method, a body over MAX_BODY_BYTES, or not JSON
-//   503 {"error"}      the event could not be published (NATS unreachable)
+//   401                a token is configured (RELAYLEASE_HTTP_TOKEN) and the request lacks it
+//   503 {"error"}      the login could not be stored (the outbox is full or its disk failed)
 // Limits: bodies over MAX_BODY_BYTES are refused before they are buffered whole.
+import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { metrics } from "@opentelemetry/api";
 import { tryParseAddress } from "../../shared/address.ts";
@@ -21,7 +23,8 @@ import {
   parseJsonObject,
   requiredString,
 } from "../../shared/schema.ts";
-import type { LoginPublisher, LoginReport } from "./publisher.ts";
+import type { LoginIntake } from "./intake.ts";
+import type { LoginReport } from "./publisher.ts";
 
 /** A login report is a few hundred bytes; 16 KiB leaves room and bounds what we buffer. */
 export const MAX_BODY_BYTES = 16 * 1024;
@@ -42,9 +45,11 @@ export function parseLoginBody(text: string): LoginReport {
 
 export async function startHttpSource(
   listenAddress: string,
-  publisher: LoginPublisher,
+  intake: Pick<LoginIntake, "accept">,
   log: Logger,
+  token?: string,
 ): Promise<ListeningServer> {
+  const expected = token === undefined ? undefined : Buffer.from(`Bearer ${token}`);
   const httpLog = log.child({ module: "http-source" });
   const received = metrics
     .getMeter("relaylease-watcher")
@@ -52,7 +57,12 @@ export async function startHttpSource(
       description: "Login reports received, by source and outcome.",
     });
   const server = createServer((req, res) => {
-    handle(req, res, publisher, httpLog).then(
+    if (expected !== undefined && !authorized(req, expected)) {
+      res.writeHead(401, { "www-authenticate": "Bearer" }).end();
+      received.add(1, { source: SOURCE, outcome: "http_401" });
+      return;
+    }
+    handle(req, res, intake, httpLog).then(
       (outcome) => {
         received.add(1, { source: SOURCE, outcome });
       },
@@ -69,10 +79,15 @@ export async function startHttpSource(
   return listening;
 }
 
+function authorized(req: IncomingMessage, expected: Buffer): boolean {
+  const given = Buffer.from(req.headers.authorization ?? "");
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
 async function handle(
   req: IncomingMessage,
   res: ServerResponse,
-  publisher: LoginPublisher,
+  intake: Pick<LoginIntake, "accept">,
   log: Logger,
 ): Promise<string> {
   if ((req.url ?? "").split("?")[0] !== "/v1/logins")
@@ -97,19 +112,17 @@ async function handle(
     return reply(res, 400, { error: err.message });
   }
   try {
-    const event = await publisher.publish(report);
-    log.debug({ event: event.id, ip: event.ip }, "login published");
-    reply(res, 202, { id: event.id, ip: event.ip });
-    return "published";
+    const event = await intake.accept(report);
+    log.debug({ event: event.id, ip: event.ip }, "login stored");
+    return reply(res, 202, { id: event.id, ip: event.ip });
   } catch (err) {
-    log.warn({ err: errorMessage(err) }, "could not publish login event");
-    return reply(res, 503, { error: `login event not published: ${errorMessage(err)}` });
+    return reply(res, 503, { error: `login not stored: ${errorMessage(err)}` });
   }
 }
 
 function reply(res: ServerResponse, status: number, body: object): string {
   res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body) + "\n");
-  return status === 202 ? "published" : `http_${status}`;
+  return status === 202 ? "stored" : `http_${status}`;
 }
 
 /**

@@ -10,19 +10,18 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { SpanKind } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import { leaseKey, parseAddress } from "../../shared/address.ts";
-import { loadConfig } from "../../shared/config.ts";
 import { createLogger } from "../../shared/log.ts";
 import { startProcess, type RunningProcess } from "../../shared/process.ts";
 import { provision } from "../../shared/provision.ts";
 import { initTelemetry } from "../../shared/telemetry.ts";
 import { startAuthorizer } from "../../services/authorizer/authorizer.ts";
 import { startMilter, type Milter } from "../../services/milter/milter.ts";
-import { devSettings } from "../../services/dev/dev.ts";
 import { LoginPublisher } from "../../services/watcher/publisher.ts";
 import { startWatcher, type Watcher } from "../../services/watcher/watcher.ts";
 import { PolicyClient } from "../support/policy-client.ts";
 import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.ts";
 import { waitFor } from "../support/wait.ts";
+import { roleConfig } from "../support/role-harness.ts";
 
 // Installed before any role starts: the process skeleton reuses this installation.
 const spans = new InMemorySpanExporter();
@@ -44,19 +43,11 @@ describe("one login relayed end to end", () => {
 
   before(async () => {
     server = await startTestNatsServer();
-    const config = loadConfig(devSettings, {
-      env: {
-        RELAYLEASE_NATS_URL: server.url,
-        RELAYLEASE_LEASE_TTL: LEASE_TTL,
-        RELAYLEASE_HTTP_LISTEN: "127.0.0.1:0",
-        RELAYLEASE_POLICY_LISTEN: "127.0.0.1:0",
-        RELAYLEASE_METRICS_LISTEN: "127.0.0.1:0",
-        RELAYLEASE_WATCHER_ID: "pop-1",
-        LOG_LEVEL: "warn",
-      },
-      flags: new Map(),
+    const config = roleConfig(server.url, {
+      RELAYLEASE_LEASE_TTL: LEASE_TTL,
+      RELAYLEASE_WATCHER_ID: "pop-1",
     });
-    const natsUrl = config.natsUrl ?? [server.url];
+    const natsUrl = config.natsUrl;
     nc = await connect({ servers: server.url });
     await provision(nc, {
       stream: config.stream,
@@ -139,10 +130,16 @@ describe("one login relayed end to end", () => {
     const { id } = (await res.json()) as { id: string };
     await waitFor(async () => (await ask(ip)) === "OK", 2000, "lease for the traced login");
     const finished = spans.getFinishedSpans();
+    const create = finished.find(
+      (s) => s.name.startsWith("create ") && s.attributes["messaging.message.id"] === id,
+    );
+    assert.ok(create, "the watcher's span for the reported login");
     const send = finished.find(
-      (s) => s.kind === SpanKind.PRODUCER && s.attributes["messaging.message.id"] === id,
+      (s) => s.name.startsWith("send ") && s.attributes["messaging.message.id"] === id,
     );
     assert.ok(send, "the watcher's send span");
+    assert.equal(send.kind, SpanKind.PRODUCER);
+    assert.equal(send.parentSpanContext?.spanId, create.spanContext().spanId);
     const process = finished.find(
       (s) =>
         s.kind === SpanKind.CONSUMER &&

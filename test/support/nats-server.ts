@@ -10,6 +10,7 @@
 import { execFile } from "node:child_process";
 import { access, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { createServer, type Server } from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -43,11 +44,26 @@ export interface TestNatsCluster {
 
 const CLUSTER_READY_MS = 30_000;
 
+/** Listens on a loopback port and drops every connection at once; undefined if it is taken. */
+function holdPort(port: number): Promise<Server | undefined> {
+  return new Promise((resolve) => {
+    const server = createServer((socket) => socket.destroy());
+    server.once("error", () => {
+      resolve(undefined);
+    });
+    server.listen(port, "127.0.0.1", () => {
+      server.unref(); // never what keeps a test process alive
+      resolve(server);
+    });
+  });
+}
+
 /** One server whose options, ports included, are fixed at first start and reused by restart(). */
 class KitServer implements TestNatsServer {
   readonly #opts: NatsServerOptions;
   readonly #dir: string | undefined;
   #proc: NatsServerProcess;
+  #placeholder: Server | undefined;
 
   /** dir: removed by cleanup(); undefined when a cluster owns the dir. */
   constructor(proc: NatsServerProcess, opts: NatsServerOptions, dir: string | undefined) {
@@ -68,16 +84,34 @@ class KitServer implements TestNatsServer {
   stderrTail(): string {
     return this.#proc.stderrTail();
   }
-  stop(): Promise<void> {
-    return this.#proc.stop();
+  /**
+   * Stops the server and keeps its client port taken by a placeholder that drops every
+   * connection: clients see an outage, and no other test's server can start on the port and
+   * answer in its place (test files run in parallel) before restart().
+   */
+  async stop(): Promise<void> {
+    await this.#proc.stop();
+    this.#placeholder ??= await holdPort(this.#proc.port);
   }
   async restart(): Promise<void> {
     await this.#proc.stop();
+    await this.#release();
     this.#proc = await startNatsServer(this.#opts);
   }
   async cleanup(): Promise<void> {
-    await this.stop();
+    await this.#proc.stop();
+    await this.#release();
     if (this.#dir !== undefined) await removeDir(this.#dir);
+  }
+  async #release(): Promise<void> {
+    const p = this.#placeholder;
+    this.#placeholder = undefined;
+    if (p !== undefined)
+      await new Promise<void>((resolve) =>
+        p.close(() => {
+          resolve();
+        }),
+      );
   }
   [Symbol.asyncDispose](): Promise<void> {
     return this.cleanup();

@@ -1,12 +1,18 @@
 // Runs roles in this process against a test nats-server, the way `relaylease dev` does, with
 // settings from a plain env map, logs captured as parsed JSON lines, and the Prometheus text of
 // the process's metrics at hand.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Writable } from "node:stream";
 import { loadConfig } from "../../shared/config.ts";
 import { startProcess, type RoleContext, type RunningProcess } from "../../shared/process.ts";
 import { devSettings } from "../../services/dev/dev.ts";
 
-export type RoleConfig = ReturnType<typeof loadConfig<typeof devSettings>> & { natsUrl: string[] };
+export type RoleConfig = ReturnType<typeof loadConfig<typeof devSettings>> & {
+  natsUrl: string[];
+  outboxDir: string;
+};
 
 export function roleConfig(natsUrl: string, env: Record<string, string> = {}): RoleConfig {
   const config = loadConfig(devSettings, {
@@ -20,7 +26,20 @@ export function roleConfig(natsUrl: string, env: Record<string, string> = {}): R
     },
     flags: new Map(),
   });
-  return { ...config, natsUrl: config.natsUrl ?? [natsUrl] };
+  return {
+    ...config,
+    natsUrl: config.natsUrl ?? [natsUrl],
+    outboxDir: config.outboxDir ?? scratchDir(),
+  };
+}
+
+/** A temp outbox dir, removed when the test process exits. */
+function scratchDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "relaylease-outbox-"));
+  process.once("exit", () => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return dir;
 }
 
 export interface Harness {

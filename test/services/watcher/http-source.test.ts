@@ -5,22 +5,24 @@ import { after, before, describe, it } from "node:test";
 import { createLogger } from "../../../shared/log.ts";
 import type { ListeningServer } from "../../../shared/listen.ts";
 import { MAX_BODY_BYTES, startHttpSource } from "../../../services/watcher/http-source.ts";
-import type { LoginPublisher, LoginReport } from "../../../services/watcher/publisher.ts";
+import type { LoginReport } from "../../../services/watcher/publisher.ts";
+
+const TOKEN = "a-token-of-16-chars";
 
 describe("HTTP login source", () => {
   const published: LoginReport[] = [];
   let failWith: Error | undefined;
   const publisher = {
-    publish: (report: LoginReport) => {
+    accept: (report: LoginReport) => {
       if (failWith !== undefined) return Promise.reject(failWith);
       published.push(report);
       return Promise.resolve({ ...report, id: `e${published.length}`, watcher: "w", loginAt: 0 });
     },
-  } as unknown as LoginPublisher;
+  };
   let http: ListeningServer;
 
   before(async () => {
-    http = await startHttpSource("127.0.0.1:0", publisher, createLogger("silent"));
+    http = await startHttpSource("127.0.0.1:0", publisher, createLogger("silent"), TOKEN);
   });
   after(() => http.close());
 
@@ -28,7 +30,12 @@ describe("HTTP login source", () => {
     body: string,
     headers: Record<string, string> = { "content-type": "application/json" },
     path = "/v1/logins",
-  ) => fetch(`http://${http.address}${path}`, { method: "POST", headers, body });
+  ) =>
+    fetch(`http://${http.address}${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}`, ...headers },
+      body,
+    });
 
   it("publishes a login with the canonical address and answers 202", async () => {
     const res = await post(
@@ -76,7 +83,10 @@ describe("HTTP login source", () => {
 
   it("refuses wrong paths, methods, media types and oversized bodies", async () => {
     assert.equal((await post("{}", undefined, "/v1/login")).status, 404);
-    assert.equal((await fetch(`http://${http.address}/v1/logins`)).status, 405);
+    const get = await fetch(`http://${http.address}/v1/logins`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    assert.equal(get.status, 405);
     assert.equal(
       (await post("ip=1", { "content-type": "application/x-www-form-urlencoded" })).status,
       415,
@@ -85,7 +95,20 @@ describe("HTTP login source", () => {
     assert.equal((await post(big)).status, 413);
   });
 
-  it("answers 503 when the event cannot be published", async () => {
+  it("refuses a request without the bearer token", async () => {
+    const before = published.length;
+    for (const authorization of ["", "Bearer wrong-token-of-16-chars", `Basic ${TOKEN}`]) {
+      const res = await fetch(`http://${http.address}/v1/logins`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization },
+        body: JSON.stringify({ ip: "192.0.2.1" }),
+      });
+      assert.equal(res.status, 401);
+    }
+    assert.equal(published.length, before);
+  });
+
+  it("answers 503 when the login cannot be stored", async () => {
     failWith = new Error("no responders");
     try {
       const res = await post(JSON.stringify({ ip: "192.0.2.1" }));
