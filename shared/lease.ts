@@ -87,8 +87,13 @@ export function leaseFromJson(o: JsonObject): Lease {
     expiresAt: requiredTime(o, "expiresAt"),
     event: requiredString(o, "event", /^[-\w]{1,64}$/),
     trace: optionalString(o, "trace", TRACEPARENT),
-    recent: recentUsers(o["recent"]),
+    ...recentOf(recentUsers(o["recent"])),
   };
+}
+
+/** Only a lease that carries recent users has the field at all. */
+function recentOf(recent: RecentUser[] | undefined): { recent?: RecentUser[] } {
+  return recent === undefined ? {} : { recent };
 }
 
 /** At most this many recent users are read back: the guard never needs more than its limit + 1. */
