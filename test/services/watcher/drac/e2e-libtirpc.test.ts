@@ -20,7 +20,7 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -32,137 +32,11 @@ import { registerWithRpcbind } from "../../../../services/watcher/drac/rpcbind-r
 import { startDracServer } from "../../../../services/watcher/drac/server.ts";
 import type { DracServer, LoginSink } from "../../../../services/watcher/drac/server.ts";
 import { pmapGetPort } from "../../../support/drac-client.ts";
+import { build, missingToolchain } from "../../../support/libtirpc-client.ts";
 import { waitFor } from "../../../support/wait.ts";
 
 const run = promisify(execFile);
 type Login = Parameters<LoginSink["login"]>[0];
-
-/** drac.x as drac-rpc.md section 2 gives it (ixs/drac, with Debian's IPv6 version 2). */
-const DRAC_X = `
-struct drac_add_parm {
-	unsigned long ip_addr;	/* in network order */
-};
-struct drac_add_parm6 {
-	char ip_addr6[16];	/* in network order */
-};
-enum addstat {
-	ADD_SUCCESS,
-	ADD_PERM,
-	ADD_SYSERR,
-	ADD_UNKOWN
-};
-program DRACPROG {
-	version DRACVERS {
-		addstat DRACPROC_ADD(drac_add_parm) = 1;
-	} = 1;
-	version DRACVERS6 {
-		addstat DRACPROC_ADD(drac_add_parm6) = 1;
-	} = 2;
-} = 900101;
-`;
-
-/** The client: the calls dracauth()/dracauth6() make, plus a way to pick the source address. */
-const MAIN_C = String.raw`
-/* client portmap <host> <udp|tcp> <vers> <ip>      clnt_create(): asks the portmapper on port 111
- * client direct <port> <source-address> <vers> <ip> clntudp_create() to 127.0.0.1:<port>
- * Prints "addstat N" (exit 0) or "rpc-error <text>" (exit 2). Version 2 sends an IPv6 address,
- * any other version the v1 argument. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include "drac.h"
-
-static int call(CLIENT *clnt, int vers, const char *ip) {
-	addstat *result;
-	if (vers != DRACVERS6) {
-		drac_add_parm arg;
-		arg.ip_addr = ntohl(inet_addr(ip)); /* as dracauth() does with inet_addr()'s value */
-		result = dracproc_add_1(&arg, clnt);
-	} else {
-		drac_add_parm6 arg;
-		if (inet_pton(AF_INET6, ip, arg.ip_addr6) != 1) { printf("bad-ip\n"); return 64; }
-		result = dracproc_add_2(&arg, clnt);
-	}
-	if (result == NULL) { printf("rpc-error %s\n", clnt_sperror(clnt, "call failed")); return 2; }
-	printf("addstat %d\n", (int)*result);
-	return 0;
-}
-
-int main(int argc, char **argv) {
-	CLIENT *clnt;
-	int vers, rc;
-	if (argc != 6) { printf("usage\n"); return 64; }
-	vers = atoi(argv[4]);
-	if (strcmp(argv[1], "portmap") == 0) {
-		clnt = clnt_create(argv[2], DRACPROG, vers, argv[3]);
-		if (clnt == NULL) { printf("rpc-error %s\n", clnt_spcreateerror(argv[2])); return 2; }
-	} else {
-		struct sockaddr_in local, server;
-		struct timeval wait = { 1, 0 };
-		int sock = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
-		memset(&local, 0, sizeof local);
-		local.sin_family = AF_INET;
-		local.sin_addr.s_addr = inet_addr(argv[3]);
-		if (sock < 0 || bind(sock, (struct sockaddr *)&local, sizeof local) != 0) { printf("rpc-error bind\n"); return 2; }
-		memset(&server, 0, sizeof server);
-		server.sin_family = AF_INET;
-		server.sin_port = htons((unsigned short)atoi(argv[2]));
-		server.sin_addr.s_addr = inet_addr("127.0.0.1");
-		clnt = clntudp_create(&server, DRACPROG, vers, wait, &sock);
-		if (clnt == NULL) { printf("rpc-error %s\n", clnt_spcreateerror("127.0.0.1")); return 2; }
-	}
-	rc = call(clnt, vers, argv[5]);
-	clnt_destroy(clnt);
-	return rc;
-}
-`;
-
-/** Why the toolchain is unusable, or undefined when gcc, rpcgen and libtirpc-dev are all there. */
-async function missingToolchain(): Promise<string | undefined> {
-  const probes: [string, string[], string][] = [
-    ["gcc", ["--version"], "gcc"],
-    ["rpcgen", ["-h", "/dev/null"], "rpcgen (package rpcsvc-proto)"],
-    ["pkg-config", ["--exists", "libtirpc"], "libtirpc-dev (or pkg-config)"],
-  ];
-  for (const [cmd, args, what] of probes) {
-    try {
-      await run(cmd, args, { timeout: 10_000 });
-    } catch {
-      return `${what} not installed; apt-get install -y gcc pkg-config rpcsvc-proto libtirpc-dev`;
-    }
-  }
-  return undefined;
-}
-
-async function build(dir: string): Promise<string> {
-  writeFileSync(join(dir, "drac.x"), DRAC_X);
-  writeFileSync(join(dir, "main.c"), MAIN_C);
-  for (const [flag, out] of [
-    ["-h", "drac.h"],
-    ["-l", "drac_clnt.c"],
-    ["-c", "drac_xdr.c"],
-  ] as const) {
-    await run("rpcgen", [flag, "drac.x", "-o", out], { cwd: dir, timeout: 30_000 });
-  }
-  const flags = (await run("pkg-config", ["--cflags", "--libs", "libtirpc"])).stdout
-    .trim()
-    .split(/\s+/);
-  const cflags = flags.filter((f) => !f.startsWith("-l"));
-  const libs = flags.filter((f) => f.startsWith("-l"));
-  const binary = join(dir, "drac-client");
-  await run(
-    "gcc",
-    ["-O1", ...cflags, "-o", binary, "main.c", "drac_clnt.c", "drac_xdr.c", ...libs],
-    {
-      cwd: dir,
-      timeout: 60_000,
-    },
-  );
-  return binary;
-}
 
 const missing = await missingToolchain();
 
