@@ -2,9 +2,10 @@
 // empty bucket, and following puts, deletes and expiry.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { HEARTBEAT_KEY } from "../../../shared/contract.ts";
 import { encodeLease, type Lease } from "../../../shared/lease.ts";
 import { createLogger } from "../../../shared/log.ts";
 import { LeaseMirror } from "../../../services/milter/mirror.ts";
@@ -93,5 +94,38 @@ describe("LeaseMirror", () => {
     await waitFor(() => mirror.holds("v4.192.0.2.11"), 2000, "the next put");
     assert.equal(mirror.holds("v4.192.0.2.10"), false, "an undecodable value is dropped");
     await mirror.stop();
+  });
+});
+
+describe("LeaseMirror supervisor", () => {
+  it("replaces a watch whose consumer vanished, long before the client library would", async () => {
+    const server = await startTestNatsServer();
+    const nc = await connect({ servers: server.url });
+    const heartbeats = setInterval(() => {
+      void kv.put(HEARTBEAT_KEY, new TextEncoder().encode("{}")).catch(() => undefined);
+    }, 200);
+    const kv = await new Kvm(jetstream(nc)).create("supervised", {
+      history: 1,
+      markerTTL: 1000,
+      ttl: 600_000,
+    });
+    const mirror = new LeaseMirror(kv, log, { stallAfterMs: 1000, superviseEveryMs: 200 });
+    try {
+      await mirror.start();
+      await waitFor(() => mirror.lastHeartbeatAt > 0, 3000, "a heartbeat");
+      // Delete the watch's consumer on the server: the watch goes silent. The client's own
+      // recovery waits for two missed idle heartbeats (30 s apart); the supervisor does not.
+      const jsm = await jetstreamManager(nc);
+      for (const c of await jsm.consumers.list("KV_supervised").next()) {
+        await jsm.consumers.delete("KV_supervised", c.name);
+      }
+      await kv.put("v4.192.0.2.20", encodeLease(lease("192.0.2.20", Date.now() + 60_000)));
+      await waitFor(() => mirror.holds("v4.192.0.2.20"), 8000, "the write after the stall");
+    } finally {
+      clearInterval(heartbeats);
+      await mirror.stop();
+      await nc.close();
+      await server.cleanup();
+    }
   });
 });
