@@ -16,6 +16,7 @@ import { followLog } from "./log/follow.ts";
 import { parseLogLine, type LogRecord } from "./log/parse.ts";
 import { SessionTracker } from "./log/sessions.ts";
 import { startSyslogServer } from "./log/syslog.ts";
+import { observeSource } from "./source-metrics.ts";
 
 export interface LogSourceConfig {
   readonly dovecotLog: string | undefined;
@@ -71,6 +72,7 @@ export async function startLogSources(
       log,
     });
     ctx.add({ name: "log-follower", stop: () => follower.stop() });
+    observeSource("log-file", () => follower.stats);
   }
   if (config.syslogListen !== undefined) {
     const syslog = await startSyslogServer({
@@ -81,6 +83,7 @@ export async function startLogSources(
       log,
     });
     ctx.add({ name: "syslog", stop: () => syslog.close() });
+    observeSource("syslog", () => syslog.stats);
   }
   // Registered last, so stopped first: a store waiting for room in the outbox gives up.
   ctx.add({
@@ -90,6 +93,7 @@ export async function startLogSources(
       return Promise.resolve();
     },
   });
+  observeSource("sessions", () => sessions.stats);
   const renewals = setInterval(() => {
     renewDue(sessions, intake, log);
   }, RENEW_CHECK_MS);

@@ -1,6 +1,6 @@
 // The watcher's settings: the single source of truth for its env vars, flags and docs.
 import type { Setting } from "../../shared/config.ts";
-import { integerSetting } from "../../shared/config.ts";
+import { booleanSetting, integerSetting } from "../../shared/config.ts";
 import { WATCHER_ID } from "../../shared/contract.ts";
 import { parseListenAddress } from "../../shared/listen-address.ts";
 import {
@@ -126,6 +126,11 @@ export const watcherSettings = {
     form: "a file path",
     parse: (raw: string): string => raw,
   } satisfies Setting<string>,
+  dracRpcbind: booleanSetting(
+    "RELAYLEASE_DRAC_RPCBIND",
+    "Register the DRAC program with the host's running rpcbind (instead of, or besides, RELAYLEASE_PORTMAP_LISTEN).",
+    "false",
+  ),
   portmapListen: optional(
     "RELAYLEASE_PORTMAP_LISTEN",
     "Where to answer portmapper (and rpcbind) lookups for the DRAC program, for dracauth() clients in a pod without rpcbind (normally 127.0.0.1:111); unset, none.",

@@ -12,7 +12,9 @@ import { checkCapability, connectWhenPossible } from "../../shared/nats.ts";
 import type { RoleContext } from "../../shared/process.ts";
 import { maxTtl } from "../authorizer/policy.ts";
 import { loadAllowList } from "./drac/allow-list.ts";
+import { registerWithRpcbind } from "./drac/rpcbind-register.ts";
 import { startDracServer } from "./drac/server.ts";
+import { observeSource } from "./source-metrics.ts";
 import { startDovecotPolicyServer } from "./dovecot-policy/server.ts";
 import { startHttpSource } from "./http-source.ts";
 import { LoginIntake } from "./intake.ts";
@@ -65,6 +67,7 @@ export async function startWatcher(config: WatcherConfig, ctx: RoleContext): Pro
       log: ctx.log,
     });
     ctx.add({ name: "dovecot-policy", stop: () => policy.close() });
+    observeSource("dovecot-policy", () => policy.stats);
     dovecotPolicyAddress = policy.address;
   }
   let drac: { address: string; portmapAddress: string | undefined } | undefined;
@@ -85,6 +88,11 @@ export async function startWatcher(config: WatcherConfig, ctx: RoleContext): Pro
       log: ctx.log,
     });
     ctx.add({ name: "drac", stop: () => server.close() });
+    observeSource("drac", () => server.stats);
+    if (config.dracRpcbind) {
+      const registration = await registerWithRpcbind(server.registrations);
+      ctx.add({ name: "rpcbind-registration", stop: () => registration.unregister() });
+    }
     drac = server;
   }
   await startLogSources(config, intake, ctx);
