@@ -95,9 +95,13 @@ export async function startMilter(config: MilterConfig, ctx: RoleContext): Promi
   return { mirror, policyAddress: policy.address, milterAddress, socketmapAddress, whosonAddress };
 }
 
-/** What socketmap and whoson say of a client: leased (with expiry and user), unknown, or stale. */
+/**
+ * What socketmap and whoson say of a client: leased (with expiry and user), unknown, or stale.
+ * A lease counts whatever the verdict: with RELAYLEASE_ACCEPT_AT=rcpt a leased client's CONNECT
+ * decision is `continue leased`, and these doors still must say leased.
+ */
 export function leaseAnswer(d: Decision): LeaseAnswer {
-  if (d.verdict === "accept" && d.reason === "leased") {
+  if (d.reason === "leased") {
     return { kind: "leased", expiresAt: d.lease.expiresAt, user: d.lease.user };
   }
   return d.reason === "stale" ? { kind: "stale" } : { kind: "not-leased" };

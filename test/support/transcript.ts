@@ -126,8 +126,15 @@ export interface FrontDoor {
   readonly name: string;
   /** How the expected verdict reads at this door (e.g. "OK", "accept", "reject relay-denied"). */
   expected(e: Expectation, query: Query): string;
-  /** This door's answer, normalised like expected(); undefined if the MTA would not ask it. */
-  ask(world: World, query: Query): string | undefined | Promise<string | undefined>;
+  /**
+   * This door's answer, normalised like expected(); undefined if the MTA would not ask it, or the
+   * door cannot express the question (`expect` lets a door tell which steps those are).
+   */
+  ask(
+    world: World,
+    query: Query,
+    expect: Expectation,
+  ): string | undefined | Promise<string | undefined>;
   /** Called before and after each transcript (open and close connections, servers...). */
   begin?(world: World): void | Promise<void>;
   end?(): void | Promise<void>;
@@ -153,7 +160,7 @@ export async function replay(
       }
       if (step.query.kind === "connect") world.session = sessionOf(step.query);
       const want = door.expected(step.expect, step.query);
-      const got = await door.ask(world, step.query);
+      const got = await door.ask(world, step.query, step.expect);
       if (got !== undefined) asked++;
       expected.push(got === undefined ? `${want}  # not asked` : want);
       actual.push(got === undefined ? `${want}  # not asked` : got);
