@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds the reference milter (drac-milter.c) with gcc against Debian's libmilter-dev
+# (scripts/install-bench-tools.sh) into a cache dir outside the repository, and prints the
+# binary's path: never a binary in the tree. Rebuilds only when the source or the flags changed
+# (the binary's name carries their hash), so bench/mta.ts can call it on every run.
+#
+# Cache dir: $RELAYLEASE_BENCH_CACHE, else ${XDG_CACHE_HOME:-$HOME/.cache}/relaylease.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+src="$here/drac-milter.c"
+cache="${RELAYLEASE_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/relaylease}"
+readonly CFLAGS=(-std=gnu11 -O2 -Wall -Wextra -Werror)
+# Debian ships libmilter.a only in -dev (the .so has no dev symlink): link it statically.
+readonly LIBS=(-lmilter -pthread)
+
+[ -r /usr/include/libmilter/mfapi.h ] || {
+  echo "build.sh: libmilter-dev is missing; run scripts/install-bench-tools.sh" >&2
+  exit 1
+}
+hash="$({ cat "$src"; echo "${CFLAGS[*]} ${LIBS[*]}"; gcc --version | head -1; } | sha256sum | cut -c1-12)"
+bin="$cache/drac-milter-$hash"
+if [ ! -x "$bin" ]; then
+  mkdir -p "$cache"
+  tmp="$(mktemp "$cache/.drac-milter.XXXXXX")"
+  trap 'rm -f "$tmp"' EXIT
+  gcc "${CFLAGS[@]}" -o "$tmp" "$src" "${LIBS[@]}"
+  mv -f "$tmp" "$bin"
+fi
+printf '%s\n' "$bin"
