@@ -68,7 +68,9 @@ export const checkCommand: Command = {
       decisionConfig,
     );
     const lease =
-      atRcpt.verdict === "accept" && atRcpt.reason === "leased" ? atRcpt.lease : undefined;
+      atRcpt.reason === "leased"
+        ? (leases.get(keys[0] ?? "") ?? leases.get(keys[1] ?? ""))
+        : undefined;
     process.stdout.write(
       [
         describe(ip, keys[0] ?? "", lease, now),

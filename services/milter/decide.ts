@@ -28,8 +28,7 @@
 // the local part) is not local by domain. Missing information always means remote: fail closed.
 import { leaseKey, networkContains, tryParseAddress } from "../../shared/address.ts";
 import type { ClientAddress, Network } from "../../shared/address.ts";
-import type { Lease } from "../../shared/lease.ts";
-import type { LeaseLookup } from "./mirror.ts";
+import type { LeaseLookup, LeaseView } from "./mirror.ts";
 
 /** When in the SMTP session the question is asked. */
 export type Stage = "connect" | "rcpt";
@@ -94,7 +93,11 @@ export const DEFAULT_DECISION_CONFIG: DecisionConfig = Object.freeze({
 export type Verdict = "accept" | "continue" | "reject" | "tempfail";
 
 export type Decision =
-  | { readonly verdict: "accept" | "continue"; readonly reason: "leased"; readonly lease: Lease }
+  | {
+      readonly verdict: "accept" | "continue";
+      readonly reason: "leased";
+      readonly lease: LeaseView;
+    }
   | { readonly verdict: "accept" | "continue"; readonly reason: "trusted" }
   | { readonly verdict: "accept"; readonly reason: "authenticated" }
   | {
@@ -142,7 +145,11 @@ function isTrusted(address: ClientAddress, networks: readonly Network[]): boolea
   return false;
 }
 
-function findLease(leases: LeaseLookup, address: ClientAddress, now: number): Lease | undefined {
+function findLease(
+  leases: LeaseLookup,
+  address: ClientAddress,
+  now: number,
+): LeaseView | undefined {
   const lease = leases.lookup(leaseKey(address), now);
   if (lease !== undefined || address.family === 4) return lease;
   return leases.lookup(leaseKey(address, 64), now);

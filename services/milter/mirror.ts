@@ -21,9 +21,15 @@ import type { Lease } from "../../shared/lease.ts";
 import type { Logger } from "../../shared/log.ts";
 import { MARKER_TTL_MS } from "../../shared/provision.ts";
 
+/**
+ * What a relay decision needs of a lease: until when, for whom, and the trace that granted it.
+ * The mirror keeps only this (a million leases must fit in a sidecar's memory).
+ */
+export type LeaseView = Pick<Lease, "expiresAt" | "user" | "trace">;
+
 export interface LeaseLookup {
   /** The live lease under a key at `now`, if any. */
-  lookup(key: string, now: number): Lease | undefined;
+  lookup(key: string, now: number): LeaseView | undefined;
 }
 
 export interface MirrorOptions {
@@ -40,7 +46,7 @@ const STALL_AFTER_MS = 3 * HEARTBEAT_INTERVAL_MS;
 const MAX_RESTART_BACKOFF_MS = 30_000;
 
 export class LeaseMirror implements LeaseLookup {
-  #leases = new Map<string, Lease>();
+  #leases = new Map<string, LeaseView>();
   readonly #kv: KV;
   readonly #log: Logger;
   readonly #staleAfterMs: number;
@@ -118,7 +124,7 @@ export class LeaseMirror implements LeaseLookup {
     return !this.#ready || now - this.#lastHeardAt > this.#staleAfterMs;
   }
 
-  lookup(key: string, now: number): Lease | undefined {
+  lookup(key: string, now: number): LeaseView | undefined {
     const lease = this.#leases.get(key);
     return lease !== undefined && lease.expiresAt > now ? lease : undefined;
   }
@@ -244,7 +250,7 @@ export class LeaseMirror implements LeaseLookup {
 
   #hold(key: string, lease: Lease): void {
     if (this.#leases.size < this.#maxEntries || this.#leases.has(key)) {
-      this.#leases.set(key, lease);
+      this.#leases.set(key, viewOf(lease));
       this.#refusedAtLimit = false;
       return;
     }
@@ -257,4 +263,12 @@ export class LeaseMirror implements LeaseLookup {
     }
     this.#refusedAtLimit = true;
   }
+}
+
+/** The decision's part of a lease, without fields it would not use. */
+function viewOf(lease: Lease): LeaseView {
+  const view: { expiresAt: number; user?: string; trace?: string } = { expiresAt: lease.expiresAt };
+  if (lease.user !== undefined) view.user = lease.user;
+  if (lease.trace !== undefined) view.trace = lease.trace;
+  return view;
 }
