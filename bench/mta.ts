@@ -20,7 +20,8 @@
 // configuration once (interleaved, so drift on a shared machine hits all alike); the figure is
 // smtp-source's messages per second, the median of the rounds. A run counts only when smtp-source
 // exits 0, the sink got exactly its messages, Postfix logged each `status=sent` and nothing was
-// rejected, deferred or bounced. Each configuration is first probed with our SMTP client:
+// rejected, deferred or bounced, and (for the role's front doors) the role counted a leased accept
+// at that door for each message. Each configuration is first probed with our SMTP client:
 // 127.0.0.1 may relay, the unleased 127.0.0.3 may not (except at baseline, which checks nothing).
 // Beside each rate, CPU per message (counted until the queue has drained): of every process the
 // run needs (Postfix's, smtp-source, smtp-sink, the checkers), and of the checking process, user
