@@ -2,7 +2,8 @@
 # Builds the reference milter (drac-milter.c) with gcc against Debian's libmilter-dev
 # (scripts/install-bench-tools.sh) into a cache dir outside the repository, and prints the
 # binary's path: never a binary in the tree. Rebuilds only when the source or the flags changed
-# (the binary's name carries their hash), so bench/mta.ts can call it on every run.
+# (the binary's name carries their hash; older builds are removed), so bench/mta.ts can call it
+# on every run.
 #
 # Cache dir: $RELAYLEASE_BENCH_CACHE, else ${XDG_CACHE_HOME:-$HOME/.cache}/relaylease.
 set -euo pipefail
@@ -18,13 +19,19 @@ readonly LIBS=(-lmilter -pthread)
   echo "build.sh: libmilter-dev is missing; run scripts/install-bench-tools.sh" >&2
   exit 1
 }
-hash="$({ cat "$src"; echo "${CFLAGS[*]} ${LIBS[*]}"; gcc --version | head -1; } | sha256sum | cut -c1-12)"
-bin="$cache/drac-milter-$hash"
+digest="$({
+  cat "$src"
+  echo "${CFLAGS[*]} ${LIBS[*]}"
+  gcc --version | head -1
+} | sha256sum | cut -c1-12)"
+bin="$cache/drac-milter-$digest"
 if [ ! -x "$bin" ]; then
   mkdir -p "$cache"
   tmp="$(mktemp "$cache/.drac-milter.XXXXXX")"
   trap 'rm -f "$tmp"' EXIT
   gcc "${CFLAGS[@]}" -o "$tmp" "$src" "${LIBS[@]}"
   mv -f "$tmp" "$bin"
+  # Builds of older sources are of no further use.
+  find "$cache" -maxdepth 1 -name 'drac-milter-*' ! -name "drac-milter-$digest" -delete
 fi
 printf '%s\n' "$bin"

@@ -34,7 +34,7 @@
 
 /* The most addresses read from the file; one more refuses to start. */
 #define MAX_LEASED 1000000
-/* The longest line read from the file, newline included; a longer one refuses to start. */
+/* The line buffer: more than MAX_LINE - 2 characters before a newline refuses to start. */
 #define MAX_LINE 256
 
 /* The steps skipped when offered: everything but CONNECT, RCPT and (unskippable) BODYEOB. */
@@ -107,8 +107,9 @@ static int load_leased(const char *path)
 		char *text;
 
 		lineno++;
-		if (strchr(line, '\n') == NULL && !feof(f)) {
-			fprintf(stderr, "%s:%lu: line longer than %d bytes\n", path, lineno, MAX_LINE - 1);
+		/* No newline: the last line of the file, or one that did not fit. */
+		if (strchr(line, '\n') == NULL && fgetc(f) != EOF) {
+			fprintf(stderr, "%s:%lu: line longer than %d bytes\n", path, lineno, MAX_LINE - 2);
 			goto fail;
 		}
 		text = trim(line);
