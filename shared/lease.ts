@@ -6,6 +6,7 @@ import type { LoginEvent } from "./login-event.ts";
 import {
   LABEL,
   SchemaError,
+  TRACEPARENT,
   type JsonObject,
   USER_NAME,
   optionalString,
@@ -67,8 +68,6 @@ export function encodeLease(l: Lease): Uint8Array {
     }),
   );
 }
-
-const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 export function decodeLease(body: Uint8Array): Lease {
   return leaseFromJson(parseJsonObject(Buffer.from(body).toString("utf8"), "lease"));

@@ -7,6 +7,7 @@ import { parseAddress, tryParseAddress } from "./address.ts";
 import {
   LABEL,
   SchemaError,
+  TRACEPARENT,
   USER_NAME,
   optionalString,
   parseJsonObject,
@@ -35,7 +36,6 @@ export interface LoginEvent {
 
 export const EVENT_ID = /^[-\w]{1,64}$/;
 const ANY_ADDRESS = /^.{1,64}$/;
-const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 export function newEventId(): string {
   return randomUUID();

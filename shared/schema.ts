@@ -51,5 +51,7 @@ const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 
 /** A user name as POP/IMAP servers log it: printable, no control characters, bounded. */
 export const USER_NAME = /^[^\p{Cc}]{1,256}$/u;
+/** A W3C traceparent (version-traceid-spanid-flags). */
+export const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 /** A service or source label: lowercase word. */
 export const LABEL = /^[a-z][a-z0-9_-]{0,31}$/;

@@ -14,7 +14,7 @@ import { LeaseMirror, type LeaseLookup } from "./mirror.ts";
 import type { PolicyRequest } from "./policy/codec.ts";
 import { startPolicyServer, type PolicyServerStats } from "./policy/server.ts";
 import { startMilterServer } from "./milter-protocol/server.ts";
-import type { LeaseAnswer } from "./socketmap/session.ts";
+import type { LeaseAnswer } from "./lease-answer.ts";
 import { startSocketmapServer } from "./socketmap/server.ts";
 import { startWhosonServer } from "./whoson/server.ts";
 import type { ClientAddress } from "../../shared/address.ts";
@@ -131,7 +131,7 @@ function observeFrontDoor(door: string, stats: Readonly<PolicyServerStats>): voi
 }
 
 /** In smtpd_relay_restrictions the state is RCPT; elsewhere only the client is asked about. */
-function policyRequest(request: PolicyRequest): RelayRequest {
+export function policyRequest(request: PolicyRequest): RelayRequest {
   return {
     clientAddress: request.get("client_address"),
     stage: request.get("protocol_state")?.toUpperCase() === "RCPT" ? "rcpt" : "connect",

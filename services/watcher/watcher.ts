@@ -18,6 +18,7 @@ import { observeSource } from "./source-metrics.ts";
 import { startDovecotPolicyServer } from "./dovecot-policy/server.ts";
 import { startHttpSource } from "./http-source.ts";
 import { LoginIntake } from "./intake.ts";
+import type { LoginSink } from "./login-sink.ts";
 import { startLogSources } from "./log-source.ts";
 import { Outbox, type OutboxStats } from "./outbox.ts";
 import { LoginPublisher } from "./publisher.ts";
@@ -45,8 +46,8 @@ export async function startWatcher(config: WatcherConfig, ctx: RoleContext): Pro
   ctx.add({ name: "outbox", stop: () => outbox.close() });
   observeOutbox(() => outbox.stats());
   const intake = new LoginIntake(outbox, watcherId, ctx.log);
-  const sink = {
-    login: (report: Parameters<LoginIntake["submit"]>[0]) => {
+  const sink: LoginSink = {
+    login: (report) => {
       intake.submit(report);
     },
   };

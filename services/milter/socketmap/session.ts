@@ -31,12 +31,8 @@ import {
 } from "./codec.ts";
 import type { SocketmapLimits, SocketmapReply, SocketmapRequest } from "./codec.ts";
 
-/** What the lease mirror knows of one address (the same shape the whoson front door takes). */
-export type LeaseAnswer =
-  | { readonly kind: "leased"; readonly expiresAt: number; readonly user?: string | undefined }
-  | { readonly kind: "not-leased" }
-  /** The mirror is stale and does not know this address: the fail mode applies. */
-  | { readonly kind: "stale" };
+import type { LeaseAnswer } from "../lease-answer.ts";
+export type { LeaseAnswer };
 
 /** Answers for one client address; injected so the lead wires the decision in. */
 export type SocketmapLookup = (address: ClientAddress) => LeaseAnswer | Promise<LeaseAnswer>;

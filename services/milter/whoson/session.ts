@@ -35,11 +35,8 @@ import type { WhosonLimits, WhosonReply, WhosonRequest } from "./codec.ts";
  * What the lease mirror knows of one address. The same shape as the socketmap front door's
  * (services/milter/socketmap/session.ts), so one function serves both.
  */
-export type LeaseAnswer =
-  | { readonly kind: "leased"; readonly expiresAt: number; readonly user?: string | undefined }
-  | { readonly kind: "not-leased" }
-  /** The mirror is stale and does not know this address: the fail mode applies. */
-  | { readonly kind: "stale" };
+import type { LeaseAnswer } from "../lease-answer.ts";
+export type { LeaseAnswer };
 
 /** Answers for one client address; injected so the lead wires the decision in. */
 export type WhosonLookup = (address: ClientAddress) => LeaseAnswer | Promise<LeaseAnswer>;

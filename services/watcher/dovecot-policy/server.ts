@@ -29,10 +29,8 @@ import type { IgnoreReason } from "./codec.ts";
 import { credentialsMatch, parsePolicyCredentials } from "./credentials.ts";
 import type { PolicyCredentials } from "./credentials.ts";
 
-/** Where logins go; the watcher wires it to the publisher. Must not block: fire and forget. */
-export interface LoginSink {
-  login(report: { ip: string; user?: string; service: string; source: string }): void;
-}
+import type { LoginSink } from "../login-sink.ts";
+export type { LoginSink };
 
 export interface DovecotPolicyServerOptions {
   /** RELAYLEASE_DOVECOT_POLICY_LISTEN: "host:port", "[v6]:port" or a unix socket path. */

@@ -26,10 +26,8 @@ import type { RecordLimits } from "./record-marking.ts";
 import { startRpcServer, type RpcServer, type RpcServerStats } from "./rpc-server.ts";
 import type { CallContext, CallOutcome } from "./session.ts";
 
-/** Where logins go; the watcher wires it to the publisher. Must not block: fire and forget. */
-export interface LoginSink {
-  login(report: { ip: string; user?: string; service: string; source: string }): void;
-}
+import type { LoginSink } from "../login-sink.ts";
+export type { LoginSink };
 
 export interface DracServerOptions {
   /** RELAYLEASE_DRAC_LISTEN: "host:port" for UDP and TCP alike. */

@@ -39,15 +39,14 @@ import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
 import type { ClientAddress } from "../../../shared/address.ts";
 import { isLocalDomain, recipientDomain } from "../../../services/milter/decide.ts";
-import type { RelayRequest } from "../../../services/milter/decide.ts";
 import {
   POLICY_DEFER_ACTION,
   TracedDecider,
   leaseAnswer,
+  policyRequest,
   policyAction,
 } from "../../../services/milter/milter.ts";
 import type { LeaseLookup } from "../../../services/milter/mirror.ts";
-import type { PolicyRequest } from "../../../services/milter/policy/codec.ts";
 import { startPolicyServer, type PolicyServer } from "../../../services/milter/policy/server.ts";
 import type { SocketmapReply } from "../../../services/milter/socketmap/codec.ts";
 import {
@@ -76,16 +75,6 @@ const MAP_NAME = "drac";
 function deciderFor(world: World): TracedDecider {
   const leases: LeaseLookup = { lookup: (key) => world.lookup.lookup(key, world.now) };
   return new TracedDecider(leases, world.config(), () => world.stale);
-}
-
-/** milter.ts policyRequest (module-private there): the state picks the stage. */
-function policyRequest(request: PolicyRequest): RelayRequest {
-  return {
-    clientAddress: request.get("client_address"),
-    stage: request.get("protocol_state")?.toUpperCase() === "RCPT" ? "rcpt" : "connect",
-    recipient: request.get("recipient"),
-    authenticated: request.get("sasl_username"),
-  };
 }
 
 /** The `lookup` startMilter hands to the socketmap and whoson servers. */
