@@ -1105,7 +1105,12 @@ function logTarget(): Target {
         : Buffer.concat([b, Buffer.from("u".repeat(250 + r.int(10)))]),
     feed: (input, r, t) => {
       const line = input.toString(r.chance(0.8) ? "utf8" : "latin1");
-      guard(t, "parseLogLine", () => parseLogLine(line, r.pick(CLOCKS)), nothing);
+      const now = r.pick(CLOCKS);
+      guard(t, "parseLogLine", () => parseLogLine(line, now), nothing);
+      // As the follower hands it over: one line of a string holding its neighbours too.
+      const text = `${line}\n${line}\n${line}`;
+      const start = line.length + 1;
+      guard(t, "parseLogLine", () => parseLogLine(text, now, start, 2 * start - 1), nothing);
       guard(t, "parseLogMessage", () => parseLogMessage(r.pick(LOG_PROGRAMS), line), nothing);
     },
     reset: () => undefined,

@@ -65,8 +65,8 @@ export async function startLogSources(
     const follower = await followLog({
       path: config.dovecotLog,
       statePath: join(config.outboxDir, "log-position.json"),
-      onLine: (line) => {
-        const record = parseLogLine(line, Date.now());
+      onLine: (text, start, end) => {
+        const record = parseLogLine(text, Date.now(), start, end);
         return record === undefined ? undefined : store(record, true);
       },
       log,

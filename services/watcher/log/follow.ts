@@ -1,7 +1,9 @@
 /**
  * Follows a log file (RELAYLEASE_DOVECOT_LOG) the way `tail -F` does, across rotation, and
  * remembers its place across restarts (login-sources.md §6 and Pitfalls). Hands every complete
- * line to `onLine`.
+ * line to `onLine` as a range of a string that may hold other lines too (lines.ts): the line is
+ * `text.slice(start, end)`, and a consumer that looks at most lines only briefly (the login
+ * parser) never needs to slice them.
  *
  * Guarantees:
  * - Every line is delivered once, in file order, while the follower runs. `onLine` may return a
@@ -29,10 +31,10 @@
  *   file is not read. A state file that is missing or unreadable means starting per `startAtEnd`.
  * - Lines are delivered even if old (a replay after a rotation while stopped): consumers drop
  *   logins older than the lease TTL by the record's `at`.
- * Budget: one chunk (`chunkBytes`, 64 KiB, also the most) plus one line (`maxLineBytes`,
- * 8 KiB): a longer line is skipped and counted in `stats.overlong`. Change is noticed by
- * fs.watch on the directory and by a poll every `pollIntervalMs` (1 s; watch events are lost on
- * some file systems and race with rotation).
+ * Budget: one read (four chunks of `chunkBytes`, 64 KiB, also the most), one chunk decoded,
+ * plus one line (`maxLineBytes`, 8 KiB): a longer line is skipped and counted in
+ * `stats.overlong`. Change is noticed by fs.watch on the directory and by a poll every
+ * `pollIntervalMs` (1 s; watch events are lost on some file systems and race with rotation).
  * Errors: a state directory we cannot write is fatal at start; read and save failures later are
  * counted, logged once per episode, and retried.
  */
@@ -54,7 +56,8 @@ export interface FollowOptions {
   path: string;
   /** Where the position is kept across restarts. */
   statePath: string;
-  onLine: (line: string) => void | Promise<void>;
+  /** The line is text.slice(start, end); `text` is only valid during the call. */
+  onLine: (text: string, start: number, end: number) => void | Promise<void>;
   log: Logger;
   /** With no usable state: start at the end (default) or read the whole file. */
   startAtEnd?: boolean;
@@ -88,6 +91,7 @@ export interface LogFollower {
 
 const LF = 0x0a;
 const MAX_CHUNK_BYTES = 65536;
+const CHUNKS_PER_READ = 4;
 
 export async function followLog(options: FollowOptions): Promise<LogFollower> {
   const follower = new Follower(options);
@@ -144,9 +148,11 @@ class Follower implements LogFollower {
     };
     this.#log = options.log.child({ module: "log-follow" });
     this.#splitter = new LineSplitter(this.#o.maxLineBytes);
-    // Past 64 KiB a chunk decodes to a string V8 keeps in large-object space, and slicing lines
-    // out of it was measured 5-8 times slower (bench/log-parse.ts): larger is not faster.
-    this.#buf = Buffer.allocUnsafe(Math.min(Math.max(this.#o.chunkBytes, 1), MAX_CHUNK_BYTES));
+    // Past 64 KiB a chunk decodes to a string V8 keeps in large-object space, which the parser
+    // reads more slowly (bench/log-parse.ts): chunks stay small. Reads are larger, and cut into
+    // chunks, since each read is a round trip through libuv's thread pool.
+    this.#o.chunkBytes = Math.min(Math.max(this.#o.chunkBytes, 1), MAX_CHUNK_BYTES);
+    this.#buf = Buffer.allocUnsafe(CHUNKS_PER_READ * this.#o.chunkBytes);
   }
 
   async start(): Promise<void> {
@@ -305,7 +311,7 @@ class Follower implements LogFollower {
         return;
       }
       const rest = this.#splitter.flush();
-      if (rest !== undefined) await this.#deliver(rest);
+      if (rest !== undefined) await this.#deliver(rest, 0, rest.length);
       await fh.close();
       this.stats.rotations++;
       this.#log.info({ path: this.#o.path }, "log rotated; following the new file");
@@ -324,32 +330,51 @@ class Follower implements LogFollower {
     const fh = this.#fh;
     if (fh === undefined) return;
     const start = this.#lineStart;
+    const piece = this.#o.chunkBytes;
     while (!this.#stopped) {
       const { bytesRead } = await fh.read(this.#buf, 0, this.#buf.length, this.#pos);
       if (bytesRead === 0) break;
-      const chunk = this.#buf.subarray(0, bytesRead);
-      const chunkStart = this.#pos;
+      const readAt = this.#pos;
       this.#pos += bytesRead;
       this.stats.bytes += bytesRead;
-      const overlong = this.#splitter.overlong;
-      const lines = this.#splitter.push(chunk);
-      this.stats.overlong += this.#splitter.overlong - overlong;
-      const lastLf = chunk.lastIndexOf(LF);
-      for (const line of lines) await this.#deliver(line);
-      if (lastLf >= 0) this.#lineStart = chunkStart + lastLf + 1;
+      for (let off = 0; off < bytesRead; off += piece) {
+        await this.#split(this.#buf.subarray(off, Math.min(off + piece, bytesRead)), readAt + off);
+      }
     }
     if (this.#lineStart !== start) this.#tail = await readTail(fh, this.#lineStart);
   }
 
-  async #deliver(line: string): Promise<void> {
+  /** Delivers the lines `chunk` (read from file offset `at`) finishes. */
+  async #split(chunk: Buffer, at: number): Promise<void> {
+    const overlong = this.#splitter.overlong;
+    const lines = this.#splitter.push(chunk);
+    this.stats.overlong += this.#splitter.overlong - overlong;
+    for (let i = 0; i < lines.count; i++) {
+      const pending = this.#deliver(lines.text, lines.start(i), lines.end(i));
+      if (pending !== undefined) await pending;
+    }
+    const lastLf = chunk.lastIndexOf(LF);
+    if (lastLf >= 0) this.#lineStart = at + lastLf + 1;
+  }
+
+  /** A promise only if the consumer returned one: most lines are not waited for. */
+  #deliver(text: string, start: number, end: number): Promise<void> | undefined {
     this.stats.lines++;
     try {
-      const pending = this.#o.onLine(line);
-      if (pending !== undefined) await pending;
+      const pending = this.#o.onLine(text, start, end);
+      if (pending !== undefined)
+        return pending.catch((err: unknown) => {
+          this.#consumerFailed(err);
+        });
     } catch (err) {
-      this.stats.callbackErrors++;
-      this.#log.error({ err }, "log line consumer failed");
+      this.#consumerFailed(err);
     }
+    return undefined;
+  }
+
+  #consumerFailed(err: unknown): void {
+    this.stats.callbackErrors++;
+    this.#log.error({ err }, "log line consumer failed");
   }
 
   /** Saves the position if it moved: at once if forced, else at most every saveIntervalMs. */

@@ -51,6 +51,8 @@ export function newHeader(): Header {
 export const MAX_TAG_CHARS = 200;
 /** RFC 1035 names are at most 255 characters. */
 export const MAX_HOST_CHARS = 255;
+/** The first token is a host or a tag with its `:`. */
+const MAX_FIRST_TOKEN_CHARS = Math.max(MAX_HOST_CHARS, MAX_TAG_CHARS + 1);
 /** A Solaris `[ID n facility.level] ` prefix is short; look no further for its end. */
 const MAX_MSGID_CHARS = 48;
 
@@ -60,58 +62,79 @@ const LBRACKET = 0x5b;
 const RBRACKET = 0x5d;
 
 /**
- * Fills h with the timestamp at s[p] if there is one (followed by a space); returns where the
- * rest starts. Classic timestamps start with a capital letter, RFC 3339 ones with a digit.
+ * Fills h with the timestamp at s[p] if there is one (followed by a space before `end`, where
+ * the line ends); returns where the rest starts. Classic timestamps start with a capital
+ * letter, RFC 3339 ones with a digit.
  */
-export function scanTimestamp(s: string, p: number, h: Header): number {
+export function scanTimestamp(s: string, p: number, h: Header, end = s.length): number {
   const c = s.charCodeAt(p);
-  let end = -1;
+  let ts = -1;
   if (c >= 0x41 && c <= 0x5a) {
-    end = scanClassic(s, p);
-    h.tsKind = end < 0 ? 0 : TS_CLASSIC;
+    ts = scanClassic(s, p);
+    h.tsKind = ts < 0 ? 0 : TS_CLASSIC;
   } else if (c >= 0x30 && c <= 0x39) {
-    end = scanRfc3339(s, p);
-    h.tsKind = end < 0 ? 0 : TS_RFC3339;
+    ts = scanRfc3339(s, p);
+    h.tsKind = ts < 0 ? 0 : TS_RFC3339;
   } else {
     h.tsKind = 0;
   }
-  if (end < 0 || s.charCodeAt(end) !== SP) {
+  // The scanners do not know where the line ends: the timestamp and its space must lie before it.
+  if (ts < 0 || ts >= end || s.charCodeAt(ts) !== SP) {
     h.tsKind = 0;
     return p;
   }
   h.tsStart = p;
-  h.tsEnd = end;
-  return end + 1;
-}
-
-/** Whole line: timestamp, host, tag. False if the line has no recognisable tag. */
-export function scanHeader(s: string, h: Header): boolean {
-  return scanTag(s, scanTimestamp(s, 0, h), h);
+  h.tsEnd = ts;
+  return ts + 1;
 }
 
 /**
- * From s[p] (just after any timestamp): `[host SP] tag: ` or, after a timestamp, `[name] `.
- * Fills host, program, pid and msgStart; false if there is no tag.
+ * The line s[start, end) (the whole string by default; a caller holding many lines in one
+ * string passes one's bounds): timestamp, host, tag. False if it has no recognisable tag.
  */
-export function scanTag(s: string, p: number, h: Header): boolean {
+export function scanHeader(s: string, h: Header, start = 0, end = s.length): boolean {
+  return scanTag(s, scanTimestamp(s, start, h, end), h, end);
+}
+
+/**
+ * From s[p] (just after any timestamp) to the line's end: `[host SP] tag: ` or, after a
+ * timestamp, `[name] `. Fills host, program, pid and msgStart; false if there is no tag.
+ */
+export function scanTag(s: string, p: number, h: Header, end = s.length): boolean {
   h.hostStart = h.hostEnd = p;
-  let sp = s.indexOf(" ", p);
+  let sp = spaceAt(s, p, Math.min(end, p + MAX_FIRST_TOKEN_CHARS + 1));
   if (sp < 0 || sp === p) return false;
   if (s.charCodeAt(sp - 1) !== COLON) {
     if (h.tsKind !== 0 && s.charCodeAt(p) === LBRACKET && s.charCodeAt(sp - 1) === RBRACKET) {
-      return setTag(s, h, p + 1, sp - 1, sp + 1); // qpopper's own log: `[popper] `
+      return setTag(s, h, p + 1, sp - 1, sp + 1, end); // qpopper's own log: `[popper] `
     }
     if (sp - p > MAX_HOST_CHARS) return false;
     h.hostEnd = sp;
     p = sp + 1;
-    sp = s.indexOf(" ", p);
+    sp = spaceAt(s, p, Math.min(end, p + MAX_TAG_CHARS + 2));
     if (sp < 0 || sp === p || s.charCodeAt(sp - 1) !== COLON) return false;
   }
-  return setTag(s, h, p, sp - 1, sp + 1);
+  return setTag(s, h, p, sp - 1, sp + 1, end);
 }
 
-/** The tag is s[start, end) (no `:`); the message starts at msg. */
-function setTag(s: string, h: Header, start: number, end: number, msg: number): boolean {
+/**
+ * Index of the first space in s[p, limit), or -1. A loop rather than indexOf: the tokens are
+ * short, and a call into the runtime costs more than reading them here.
+ */
+function spaceAt(s: string, p: number, limit: number): number {
+  for (let i = p; i < limit; i++) if (s.charCodeAt(i) === SP) return i;
+  return -1;
+}
+
+/** The tag is s[start, end) (no `:`); the message is s[msg, lineEnd). */
+function setTag(
+  s: string,
+  h: Header,
+  start: number,
+  end: number,
+  msg: number,
+  lineEnd: number,
+): boolean {
   if (end <= start || end - start > MAX_TAG_CHARS) return false;
   h.progStart = start;
   h.progEnd = h.pidStart = h.pidEnd = end;
@@ -123,12 +146,12 @@ function setTag(s: string, h: Header, start: number, end: number, msg: number): 
       h.pidEnd = end - 1;
     }
   }
-  h.msgStart = skipSolarisId(s, msg);
+  h.msgStart = skipSolarisId(s, msg, lineEnd);
   return true;
 }
 
-function skipSolarisId(s: string, p: number): number {
+function skipSolarisId(s: string, p: number, end: number): number {
   if (!s.startsWith("[ID ", p)) return p;
   const close = s.indexOf("] ", p);
-  return close > 0 && close - p <= MAX_MSGID_CHARS ? close + 2 : p;
+  return close > 0 && close - p <= MAX_MSGID_CHARS && close + 2 <= end ? close + 2 : p;
 }

@@ -95,16 +95,32 @@ function lookupProgram(s: string, start: number, end: number): Program | undefin
 const header = newHeader();
 
 /**
- * Parses one log line (without its LF). `now` (epoch ms) places a classic timestamp, which has
- * no year, in the right year. Returns undefined for anything that is not a login or logout of
- * a recognised POP/IMAP server, including every shape in login-sources.md §4.7.
+ * Parses one log line: `text` (without its LF), or text[start, end) when `text` holds many lines
+ * (a LineBatch; only a line that names a known program is sliced out of it). `now` (epoch ms)
+ * places a classic timestamp, which has no year, in the right year. Returns undefined for
+ * anything that is not a login or logout of a recognised POP/IMAP server, including every shape
+ * in login-sources.md §4.7.
  */
-export function parseLogLine(line: string, now: number): LogRecord | undefined {
-  if (line.length > MAX_LINE_CHARS || !scanHeader(line, header)) return undefined;
-  const record = dispatch(line, header.progStart, header.progEnd, header.msgStart);
+export function parseLogLine(
+  text: string,
+  now: number,
+  start = 0,
+  end = text.length,
+): LogRecord | undefined {
+  if (end - start > MAX_LINE_CHARS || !scanHeader(text, header, start, end)) return undefined;
+  const { progStart, progEnd } = header;
+  const known = lookupProgram(text, progStart, progEnd);
+  // Dovecot's log_path names the mail process itself: `imap(alice)<pid><session>`.
+  if (known === undefined && text.charCodeAt(progStart + 4) !== 0x28) return undefined;
+  const line = start === 0 && end === text.length ? text : text.slice(start, end);
+  const p = header.msgStart - start;
+  const record =
+    known === undefined
+      ? parseDovecotMailTag(text.slice(progStart, progEnd), line, p)
+      : parseKnown(known, line, p);
   if (record !== undefined && header.tsKind !== 0) {
     const kind = header.tsKind as TimestampKind;
-    const at = parseTimestamp(line, kind, header.tsStart, header.tsEnd, now);
+    const at = parseTimestamp(text, kind, header.tsStart, header.tsEnd, now);
     if (at !== undefined) record.at = at;
   }
   return record;
@@ -117,23 +133,13 @@ export function parseLogLine(line: string, now: number): LogRecord | undefined {
  */
 export function parseLogMessage(program: string, message: string): LogRecord | undefined {
   if (message.length > MAX_LINE_CHARS) return undefined;
-  return dispatch(program, 0, program.length, 0, message);
+  const known = lookupProgram(program, 0, program.length);
+  if (known !== undefined) return parseKnown(known, message, 0);
+  return program.charCodeAt(4) === 0x28 ? parseDovecotMailTag(program, message, 0) : undefined;
 }
 
-/** The program is tag[start, end); the message is msg[p...] (msg is tag unless given). */
-function dispatch(
-  tag: string,
-  start: number,
-  end: number,
-  p: number,
-  msg: string = tag,
-): LogRecord | undefined {
-  const known = lookupProgram(tag, start, end);
-  if (known === undefined) {
-    // Dovecot's log_path names the mail process itself: `imap(alice)<pid><session>`.
-    if (tag.charCodeAt(start + 4) !== 0x28) return undefined;
-    return parseDovecotMailTag(tag.slice(start, end), msg, p);
-  }
+/** The message is msg[p...], written by a known program. */
+function parseKnown(known: Program, msg: string, p: number): LogRecord | undefined {
   const { families, service } = known;
   if (families & DOVECOT) return parseDovecotSyslog(msg, p);
   if (families & DOVECOT_LOGIN) {

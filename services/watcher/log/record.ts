@@ -44,7 +44,17 @@ function field(s: string, start: number, end: number, max: number): string | und
     const c = s.charCodeAt(i);
     if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return undefined;
   }
-  return s.slice(start, end);
+  return own(s.slice(start, end));
+}
+
+/**
+ * A copy of `s` that holds no reference to the string it was sliced from. V8 makes a slice of 13
+ * characters or more a view of its parent, here a whole 64 KiB chunk of the log (lines.ts); a
+ * session tracker holding a record's user or session for hours would keep every such chunk
+ * alive. Concatenating, then slicing, makes V8 flatten the pair into a new string of its own.
+ */
+function own(s: string): string {
+  return ` ${s}`.slice(1);
 }
 
 /** s[start, end) as a user name, or undefined if empty, too long or holding a control char. */

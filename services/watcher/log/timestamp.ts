@@ -28,7 +28,6 @@ const COLON = 0x3a;
 const DASH = 0x2d;
 const DOT = 0x2e;
 const PLUS = 0x2b;
-const MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec";
 const DAY_MS = 86_400_000;
 const MAX_FRACTION_DIGITS = 9;
 
@@ -49,20 +48,35 @@ function four(s: string, i: number): number {
   return a < 0 || b < 0 ? -1 : a * 100 + b;
 }
 
-/** The three letters of each month, as one number each: a Map lookup instead of 12 compares. */
-const MONTH_INDEX = new Map<number, number>(
-  Array.from({ length: 12 }, (_, m) => [
-    (MONTHS.charCodeAt(3 * m) << 16) |
-      (MONTHS.charCodeAt(3 * m + 1) << 8) |
-      MONTHS.charCodeAt(3 * m + 2),
-    m,
-  ]),
-);
-
 /** Month index 0..11 of the abbreviation at s[p], or -1. */
 function monthAt(s: string, p: number): number {
-  const key = (s.charCodeAt(p) << 16) | (s.charCodeAt(p + 1) << 8) | s.charCodeAt(p + 2);
-  return MONTH_INDEX.get(key) ?? -1;
+  // A switch on the first letter, then the other two: every line of a log starts here.
+  const b = s.charCodeAt(p + 1);
+  const c = s.charCodeAt(p + 2);
+  switch (s.charCodeAt(p)) {
+    case 0x4a: // J
+      if (b === 0x61) return c === 0x6e ? 0 : -1; // Jan
+      if (b !== 0x75) return -1;
+      return c === 0x6e ? 5 : c === 0x6c ? 6 : -1; // Jun, Jul
+    case 0x46: // F
+      return b === 0x65 && c === 0x62 ? 1 : -1; // Feb
+    case 0x4d: // M
+      if (b !== 0x61) return -1;
+      return c === 0x72 ? 2 : c === 0x79 ? 4 : -1; // Mar, May
+    case 0x41: // A
+      if (b === 0x70) return c === 0x72 ? 3 : -1; // Apr
+      return b === 0x75 && c === 0x67 ? 7 : -1; // Aug
+    case 0x53: // S
+      return b === 0x65 && c === 0x70 ? 8 : -1; // Sep
+    case 0x4f: // O
+      return b === 0x63 && c === 0x74 ? 9 : -1; // Oct
+    case 0x4e: // N
+      return b === 0x6f && c === 0x76 ? 10 : -1; // Nov
+    case 0x44: // D
+      return b === 0x65 && c === 0x63 ? 11 : -1; // Dec
+    default:
+      return -1;
+  }
 }
 
 /** `hh:mm:ss` at s[p]: true if its shape is right (values are checked when parsing). */

@@ -47,8 +47,8 @@ describe("followLog", () => {
       path,
       statePath,
       log,
-      onLine: (line) => {
-        lines.push(line);
+      onLine: (text, from, to) => {
+        lines.push(text.slice(from, to));
       },
       pollIntervalMs: 60_000, // the tests drive poll() themselves unless they say otherwise
       saveIntervalMs: 0,
@@ -243,7 +243,8 @@ describe("followLog", () => {
   it("waits for an asynchronous consumer, in order", async () => {
     await writeFile(path, "");
     const f = await start({
-      onLine: async (line) => {
+      onLine: async (text, from, to) => {
+        const line = text.slice(from, to);
         await new Promise((r) => setTimeout(r, line === "slow" ? 30 : 0));
         lines.push(line);
       },
@@ -256,7 +257,24 @@ describe("followLog", () => {
   it("counts a consumer that throws and goes on", async () => {
     await writeFile(path, "");
     const f = await start({
-      onLine: (line) => {
+      onLine: (text, from, to) => {
+        const line = text.slice(from, to);
+        if (line === "bad") throw new Error("consumer bug");
+        lines.push(line);
+      },
+    });
+    await appendFile(path, "bad\ngood\n");
+    await f.poll();
+    assert.deepEqual(lines, ["good"]);
+    assert.equal(f.stats.callbackErrors, 1);
+  });
+
+  it("counts a consumer whose promise rejects, waits for it, and goes on in order", async () => {
+    await writeFile(path, "");
+    const f = await start({
+      onLine: async (text, from, to) => {
+        const line = text.slice(from, to);
+        await new Promise((r) => setTimeout(r, 10));
         if (line === "bad") throw new Error("consumer bug");
         lines.push(line);
       },

@@ -2,6 +2,8 @@
 // "must NOT match" list (§4.7), and property tests that no string throws or yields a bad record.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import fc from "fast-check";
 import { tryParseAddress } from "../../../../shared/address.ts";
 import {
@@ -849,6 +851,36 @@ describe("timestamps", () => {
       assert.equal(record.at, c.at);
     });
   }
+
+  it("every month's abbreviation, and near misses of each", () => {
+    const months = [
+      "Jan",
+      "Feb",
+      "Mar",
+      "Apr",
+      "May",
+      "Jun",
+      "Jul",
+      "Aug",
+      "Sep",
+      "Oct",
+      "Nov",
+      "Dec",
+    ];
+    months.forEach((m, i) => {
+      // Day 1 of each month: this year's, but for December, over a day after NOW: last year's.
+      const at = parseLogLine(line(`${m}  1 00:00:00`), NOW)?.at;
+      assert.equal(at, local(i + 1, 1, 0, 0, 0, i === 11 ? 2025 : 2026), m);
+      for (const miss of [
+        m.toLowerCase(),
+        m.toUpperCase(),
+        `${m.slice(0, 2)}x`,
+        `x${m.slice(1)}`,
+      ]) {
+        assert.equal(parseLogLine(line(`${miss}  1 00:00:00`), NOW)?.at, undefined, miss);
+      }
+    });
+  });
 });
 
 /** Whether r is undefined or a record every consumer can take as it is. */
@@ -950,5 +982,59 @@ describe("property: parseLogLine never throws and yields valid records", () => {
       ),
       { numRuns: 20000 },
     );
+  });
+});
+
+describe("property: a line read in place equals the line alone", () => {
+  // The follower hands lines over as ranges of one string holding the whole chunk; nothing
+  // before or after the range (here: other lines, or the rest of a cut line) may change the result.
+  const real = [...dovecot, ...uw, ...courier, ...cyrus, ...qpopper].map((c) => c.line);
+  const line = fc.oneof(
+    fc.constantFrom(...real),
+    fc.constantFrom(...real).chain((l) => fc.nat(l.length).map((n) => l.slice(0, n))),
+    fc.string({ unit: "binary", maxLength: 120 }),
+  );
+  it("with any text before and after the range", () => {
+    fc.assert(
+      fc.property(
+        line,
+        line,
+        line,
+        fc.constantFrom("\n", "\r\n", "", " "),
+        (l, before, after, sep) => {
+          const text = `${before}${sep}${l}${sep}${after}`;
+          const start = before.length + sep.length;
+          const inPlace = parseLogLine(text, NOW, start, start + l.length);
+          assert.deepEqual(inPlace, parseLogLine(l, NOW));
+        },
+      ),
+      { numRuns: 20000 },
+    );
+  });
+});
+
+describe("records hold no reference to the chunk their line came from", () => {
+  // A session tracker keeps records for hours; a user or session id that is a V8 slice of a
+  // 64 KiB chunk would keep the whole chunk alive (record.ts `own`).
+  it("200 records from 200 chunks of 100 KB leave no chunk alive", () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const login =
+      "Nov 28 12:34:56 mail dovecot: imap-login: Login: user=<alice.longname@example.com>, method=PLAIN, rip=203.0.113.5, lip=192.0.2.1, session=<RkamOl1hNJh/AAAB0123456789>";
+    const kept: LogRecord[] = [];
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 200; i++) {
+      const text = `${String(i).padStart(6, "0")}${"x".repeat(100_000)}\n${login}\n`;
+      const start = text.indexOf("\n") + 1;
+      const record = parseLogLine(text, NOW, start, start + login.length);
+      assert.equal(record?.kind, "login");
+      kept.push(record);
+    }
+    gc();
+    const grown = process.memoryUsage().heapUsed - before;
+    assert.equal(kept.length, 200);
+    // Pinned, the chunks would hold 20 MB.
+    assert.ok(grown < 5_000_000, `heap grew by ${grown} bytes`);
   });
 });
