@@ -29,7 +29,9 @@ export function encodeRevocation(r: Omit<Revocation, "kind">): Uint8Array {
 
 /** Throws SchemaError naming the bad field. */
 export function decodeBucketValue(value: Uint8Array): BucketValue {
-  const o = parseJsonObject(Buffer.from(value).toString("utf8"), "bucket value");
+  // Decoded in place: the mirror decodes the whole bucket at start, and a copy first is waste.
+  const text = Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("utf8");
+  const o = parseJsonObject(text, "bucket value");
   if (o["kind"] === undefined) return { kind: "lease", lease: leaseFromJson(o) };
   if (o["kind"] !== "revoked") throw new SchemaError(`field "kind" has an invalid value`);
   return {

@@ -38,6 +38,12 @@ export interface Lease {
 
 export type RecentUser = readonly [user: string, at: number];
 
+/**
+ * What a relay decision needs of a lease: until when, for whom, and the trace that granted it.
+ * The milter's mirror keeps only this (a million leases must fit in a sidecar's memory).
+ */
+export type LeaseView = Pick<Lease, "expiresAt" | "user" | "trace">;
+
 export function leaseFromEvent(e: LoginEvent, ttlMs: number, trace: string | undefined): Lease {
   return {
     ip: e.ip,
@@ -88,6 +94,14 @@ export function leaseFromJson(o: JsonObject): Lease {
     trace: optionalString(o, "trace", TRACEPARENT),
     ...recentOf(recentUsers(o["recent"])),
   };
+}
+
+/** The decision's part of a lease, without the fields it would not use. */
+export function leaseView(lease: Lease): LeaseView {
+  const view: { expiresAt: number; user?: string; trace?: string } = { expiresAt: lease.expiresAt };
+  if (lease.user !== undefined) view.user = lease.user;
+  if (lease.trace !== undefined) view.trace = lease.trace;
+  return view;
 }
 
 /** Only a lease that carries recent users has the field at all. */

@@ -28,7 +28,8 @@
 // the local part) is not local by domain. Missing information always means remote: fail closed.
 import { leaseKey, networkContains, tryParseAddress } from "../../shared/address.ts";
 import type { ClientAddress, Network } from "../../shared/address.ts";
-import type { LeaseLookup, LeaseView } from "./mirror.ts";
+import type { LeaseView } from "../../shared/lease.ts";
+import type { LeaseLookup } from "./mirror.ts";
 
 /** When in the SMTP session the question is asked. */
 export type Stage = "connect" | "rcpt";

@@ -17,15 +17,9 @@ import { metrics } from "@opentelemetry/api";
 import { decodeBucketValue } from "../../shared/bucket-value.ts";
 import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_KEY, isAddressKey } from "../../shared/contract.ts";
 import { errorMessage } from "../../shared/errors.ts";
-import type { Lease } from "../../shared/lease.ts";
+import { leaseView, type LeaseView } from "../../shared/lease.ts";
 import type { Logger } from "../../shared/log.ts";
 import { MARKER_TTL_MS } from "../../shared/provision.ts";
-
-/**
- * What a relay decision needs of a lease: until when, for whom, and the trace that granted it.
- * The mirror keeps only this (a million leases must fit in a sidecar's memory).
- */
-export type LeaseView = Pick<Lease, "expiresAt" | "user" | "trace">;
 
 export interface LeaseLookup {
   /** The live lease under a key at `now`, if any. */
@@ -224,33 +218,36 @@ export class LeaseMirror implements LeaseLookup {
     }
   }
 
+  /** Applies one entry; each KvEntry getter re-parses, so every field is read once. */
   #apply(entry: KvEntry): void {
+    const key = entry.key;
+    const operation = entry.operation;
     this.#lastRevision = Math.max(this.#lastRevision, entry.revision);
-    this.#metrics.changes.add(1, { operation: entry.operation });
-    if (entry.key === HEARTBEAT_KEY) {
+    this.#metrics.changes.add(1, { operation });
+    if (key === HEARTBEAT_KEY) {
       this.#lastHeartbeatAt = entry.created.getTime();
       this.#heartbeatSeen = true;
       return;
     }
     // User revocations and anything else that is not an address key decide nothing here.
-    if (!isAddressKey(entry.key)) return;
-    if (entry.operation !== "PUT") {
-      this.#leases.delete(entry.key);
+    if (!isAddressKey(key)) return;
+    if (operation !== "PUT") {
+      this.#leases.delete(key);
       return;
     }
     try {
       const value = decodeBucketValue(entry.value);
-      if (value.kind === "lease") this.#hold(entry.key, value.lease);
-      else this.#leases.delete(entry.key);
+      if (value.kind === "lease") this.#hold(key, leaseView(value.lease));
+      else this.#leases.delete(key);
     } catch (err) {
-      this.#leases.delete(entry.key);
-      this.#log.warn({ key: entry.key, err: errorMessage(err) }, "undecodable lease dropped");
+      this.#leases.delete(key);
+      this.#log.warn({ key, err: errorMessage(err) }, "undecodable lease dropped");
     }
   }
 
-  #hold(key: string, lease: Lease): void {
+  #hold(key: string, lease: LeaseView): void {
     if (this.#leases.size < this.#maxEntries || this.#leases.has(key)) {
-      this.#leases.set(key, viewOf(lease));
+      this.#leases.set(key, lease);
       this.#refusedAtLimit = false;
       return;
     }
@@ -263,12 +260,4 @@ export class LeaseMirror implements LeaseLookup {
     }
     this.#refusedAtLimit = true;
   }
-}
-
-/** The decision's part of a lease, without fields it would not use. */
-function viewOf(lease: Lease): LeaseView {
-  const view: { expiresAt: number; user?: string; trace?: string } = { expiresAt: lease.expiresAt };
-  if (lease.user !== undefined) view.user = lease.user;
-  if (lease.trace !== undefined) view.trace = lease.trace;
-  return view;
 }

@@ -5,6 +5,7 @@ import { after, before, describe, it } from "node:test";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { encodeRevocation } from "../../../shared/bucket-value.ts";
 import { HEARTBEAT_KEY } from "../../../shared/contract.ts";
 import { encodeLease, type Lease } from "../../../shared/lease.ts";
 import { createLogger } from "../../../shared/log.ts";
@@ -72,6 +73,35 @@ describe("LeaseMirror", () => {
     assert.equal(mirror.size, 499);
     assert.ok(mirror.lookup("v4.10.0.1.243", Date.now()));
     assert.equal(mirror.lookup("v4.10.0.0.7", Date.now()), undefined);
+    await mirror.stop();
+  });
+
+  it("loads only well-formed leases, each as its decision view", async () => {
+    const kv = await bucket("views");
+    const far = Date.now() + 600_000;
+    const trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    await kv.put("v4.192.0.2.1", encodeLease({ ...lease("192.0.2.1", far), user: "al", trace }));
+    await kv.put("v4.192.0.2.2", encodeLease(lease("192.0.2.2", far)));
+    // Malformed in a field the decision never reads: still not a lease.
+    const impossible = JSON.parse(
+      Buffer.from(encodeLease(lease("192.0.2.3", far))).toString(),
+    ) as Record<string, unknown>;
+    impossible["loginAt"] = "2024-02-30T12:00:00Z";
+    await kv.put("v4.192.0.2.3", Buffer.from(JSON.stringify(impossible)));
+    await kv.put("v4.192.0.2.4", encodeLease({ ...lease("192.0.2.4", far), ip: "mx.example" }));
+    await kv.put("v4.192.0.2.5", encodeRevocation({ revokedAt: Date.now(), by: "cli" }));
+    const mirror = new LeaseMirror(kv, log);
+    await mirror.start();
+    assert.deepEqual(mirror.lookup("v4.192.0.2.1", Date.now()), {
+      expiresAt: far,
+      user: "al",
+      trace,
+    });
+    assert.deepEqual(mirror.lookup("v4.192.0.2.2", Date.now()), { expiresAt: far });
+    for (const bad of ["v4.192.0.2.3", "v4.192.0.2.4", "v4.192.0.2.5"]) {
+      assert.equal(mirror.holds(bad), false, bad);
+    }
+    assert.equal(mirror.size, 2);
     await mirror.stop();
   });
 
