@@ -2,7 +2,8 @@
 //
 // Traces are exported over OTLP/HTTP only when the standard variables ask for it
 // (OTEL_TRACES_EXPORTER=otlp, or an OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT); otherwise spans are still
-// created, so trace context still flows from login to lease to decision, but go nowhere. Metrics
+// created, so trace context still flows from login to lease to decision, but go nowhere. A span
+// nothing depends on (a leaf, like a relay decision) may be skipped when `spansExported()` says so. Metrics
 // are always readable as Prometheus text (served by the process's health server) and pushed over
 // OTLP when OTEL_METRICS_EXPORTER=otlp. Telemetry never throws into the request path.
 import {
@@ -51,6 +52,16 @@ export interface TelemetryOptions {
 }
 
 let installed: Telemetry | undefined;
+/** Whether the installed tracer provider hands spans to any processor. */
+let exported = false;
+
+/**
+ * Whether spans go anywhere (an exporter or a test's processor). Leaf spans, which propagate no
+ * context, cost a hot path for nothing when they do not; false before initTelemetry.
+ */
+export function spansExported(): boolean {
+  return exported;
+}
 
 /**
  * Installs the global tracer and meter providers, context manager and W3C propagator, once per
@@ -75,6 +86,7 @@ function install(opts: TelemetryOptions): Telemetry {
   if (wantsOtlp(env, "TRACES"))
     spanProcessors.push(new BatchSpanProcessor({ exporter: new OTLPTraceExporter() }));
   const tracerProvider = new TracerProvider({ resource, spanProcessors });
+  exported = spanProcessors.length > 0;
 
   const prometheus = new PrometheusExporter({ preventServerStart: true });
   const readers: MetricReader[] = [prometheus];

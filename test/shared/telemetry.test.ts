@@ -11,6 +11,7 @@ import {
   extractTraceContext,
   initTelemetry,
   injectTraceContext,
+  spansExported,
   traceparentOf,
   type Telemetry,
 } from "../../shared/telemetry.ts";
@@ -18,6 +19,11 @@ import {
 const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SPAN_ID = "00f067aa0ba902b7";
 const TRACEPARENT = `00-${TRACE_ID}-${SPAN_ID}-01`;
+
+// Before installation (this test runs first): nothing takes spans, so leaf spans are skipped.
+it("spansExported is false before telemetry is installed", () => {
+  assert.equal(spansExported(), false);
+});
 
 describe("telemetry", () => {
   const exporter = new InMemorySpanExporter();
@@ -42,6 +48,10 @@ describe("telemetry", () => {
   it("installs once: a second call returns the first installation", () => {
     const again = initTelemetry({ serviceName: "other", log: createLogger("silent"), env: {} });
     assert.equal(again, telemetry);
+  });
+
+  it("spansExported once a processor takes spans", () => {
+    assert.equal(spansExported(), true);
   });
 
   it("records spans through the given processors", () => {

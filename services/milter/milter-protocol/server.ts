@@ -168,21 +168,24 @@ class MilterConnection {
   readonly #socket: net.Socket;
   readonly #session: MilterSession;
   readonly #settings: Settings;
-  readonly #log: Logger;
+  readonly #id: number;
+  #log: Logger | undefined;
   #timeoutMs = -1;
 
   constructor(socket: net.Socket, id: number, settings: Settings) {
     this.#socket = socket;
     this.#settings = settings;
-    const log = settings.log.child({ conn: id, peer: peerOf(socket) });
-    this.#log = log;
+    this.#id = id;
     const { stats } = settings;
     this.#session = new MilterSession({
       decide: (request) => {
         stats.requests++;
         const d = settings.decide(request);
-        if (log.isLevelEnabled("debug")) {
-          log.debug({ request, verdict: d.verdict, reason: d.reason }, "milter decision");
+        if (settings.log.isLevelEnabled("debug")) {
+          this.#logger().debug(
+            { request, verdict: d.verdict, reason: d.reason },
+            "milter decision",
+          );
         }
         return d;
       },
@@ -191,9 +194,11 @@ class MilterConnection {
       maxFrameLength: settings.maxFrameLength,
       onDecisionError: (err) => {
         stats.answerErrors++;
-        log.error({ err }, "relay decision failed; answered tempfail");
+        this.#logger().error({ err }, "relay decision failed; answered tempfail");
       },
     });
+    // Postfix opens a connection per SMTP session, so its setup is on the hot path: the
+    // connection's logger (a pino child) is made only when something is logged.
     socket.setNoDelay(true);
     if (socket.remoteAddress !== undefined) socket.setKeepAlive(true, 60_000);
     this.#setTimeout(settings.negotiateTimeoutMs);
@@ -201,16 +206,24 @@ class MilterConnection {
       this.#receive(chunk);
     });
     socket.on("timeout", () => {
-      log.debug({ timeoutMs: this.#timeoutMs }, "milter connection timed out; closing");
+      this.#logger().debug({ timeoutMs: this.#timeoutMs }, "milter connection timed out; closing");
       socket.destroy();
     });
     socket.on("error", (err) => {
-      log.debug({ err }, "milter socket error");
+      this.#logger().debug({ err }, "milter socket error");
     });
-    socket.on("close", () => {
-      log.debug({ decisions: this.#session.decisions }, "milter connection closed");
-    });
-    log.debug("milter connection opened");
+    if (settings.log.isLevelEnabled("debug")) {
+      this.#logger().debug("milter connection opened");
+      socket.on("close", () => {
+        this.#logger().debug({ decisions: this.#session.decisions }, "milter connection closed");
+      });
+    }
+  }
+
+  /** This connection's logger, made on first use: most connections log nothing. */
+  #logger(): Logger {
+    this.#log ??= this.#settings.log.child({ conn: this.#id, peer: peerOf(this.#socket) });
+    return this.#log;
   }
 
   shutdown(): void {
@@ -252,10 +265,10 @@ class MilterConnection {
   #fail(err: unknown): void {
     if (err instanceof ProtocolError) {
       this.#settings.stats.protocolErrors++;
-      this.#log.warn({ err }, "milter protocol error; closing connection");
+      this.#logger().warn({ err }, "milter protocol error; closing connection");
     } else {
       this.#settings.stats.answerErrors++;
-      this.#log.error({ err }, "milter session failed; closing connection");
+      this.#logger().error({ err }, "milter session failed; closing connection");
     }
     this.#socket.destroySoon();
   }
