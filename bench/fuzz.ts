@@ -747,11 +747,11 @@ function policyTarget(): Target {
           return stretchLine(b, r, 16384);
       }
     },
-    feed: async (input, r, t) => {
+    feed: (input, r, t) => {
       guard(t, "codec", () => decodePolicyRequests(input));
       const s = sessions.get();
       for (const chunk of chunks(input, r)) {
-        await guardAsync(t, "session", () => s.receive(chunk));
+        guard(t, "session", () => s.receive(chunk));
         if (s.failed) break;
       }
     },
@@ -808,12 +808,12 @@ function socketmapTarget(): Target {
       const length = r.chance(0.5) ? r.pick(NETSTRING_LENGTHS) : String(digits + r.int(5) - 2);
       return Buffer.concat([Buffer.from(length, "latin1"), b.subarray(digits)]);
     },
-    feed: async (input, r, t) => {
+    feed: (input, r, t) => {
       guard(t, "codec", () => decodeSocketmapRequests(input));
       guard(t, "client codec", () => decodeSocketmapReplies(input));
       const s = sessions.get();
       for (const chunk of chunks(input, r)) {
-        await guardAsync(t, "session", () => s.receive(chunk));
+        guard(t, "session", () => s.receive(chunk));
         if (s.failed) break;
       }
     },

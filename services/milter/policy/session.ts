@@ -2,7 +2,7 @@
  * One Postfix policy connection as a state machine over bytes, without sockets: bytes from
  * smtpd in, reply bytes out. Postfix keeps a connection for many requests (one per RCPT, for
  * every message of an SMTP session), and a client may pipeline several requests in one write;
- * each gets exactly one reply, in request order, even when `answer` is asynchronous.
+ * each gets exactly one reply, in request order.
  *
  * The state is the unfinished request in `#buffer` and whether the session has failed. After a
  * failure (a peer's ProtocolError, or `answer` throwing) the connection must be closed: a peer
@@ -15,9 +15,10 @@ import type { PolicyLimits, PolicyRequest } from "./codec.ts";
 
 /**
  * Turns one request into an access(5) action: "OK", "DUNNO", "DEFER_IF_PERMIT 4.7.1 ...". It
- * should answer its own failures with the fail mode; a throw or rejection closes the connection.
+ * should answer its own failures with the fail mode; a throw closes the connection. Synchronous:
+ * the decision reads an in-memory mirror, and a request costs Postfix a wait on every RCPT.
  */
-export type PolicyAnswer = (request: PolicyRequest) => string | Promise<string>;
+export type PolicyAnswer = (request: PolicyRequest) => string;
 
 const NOTHING = Buffer.alloc(0);
 
@@ -26,8 +27,6 @@ export class PolicySession {
   readonly #limits: PolicyLimits;
   #buffer: Buffer = NOTHING;
   #failed = false;
-  /** Settles when the previous receive() has; chains calls so replies keep request order. */
-  #previous: Promise<unknown> = Promise.resolve();
 
   constructor(answer: PolicyAnswer, limits: PolicyLimits = DEFAULT_POLICY_LIMITS) {
     this.#answer = answer;
@@ -39,31 +38,23 @@ export class PolicySession {
     return this.#buffer.length;
   }
 
-  /** True once a receive() has rejected; the caller must close the connection. */
+  /** True once a receive() has thrown; the caller must close the connection. */
   get failed(): boolean {
     return this.#failed;
   }
 
   /**
-   * Takes the next bytes from the peer. Resolves to the replies for every request they complete
-   * (empty if none), after the replies of earlier calls. Rejects with a ProtocolError on bad
-   * input, or with whatever `answer` threw; later calls then resolve to nothing.
+   * Takes the next bytes from the peer; returns the replies for every request they complete
+   * (empty if none). Throws a ProtocolError on bad input, or whatever `answer` threw; later
+   * calls then return nothing.
    */
-  receive(chunk: Buffer): Promise<Buffer> {
-    const run = this.#previous.then(() => this.#process(chunk));
-    this.#previous = run.catch(() => undefined);
-    return run;
-  }
-
-  async #process(chunk: Buffer): Promise<Buffer> {
+  receive(chunk: Buffer): Buffer {
     if (this.#failed) return NOTHING;
     try {
       const requests = this.#decode(chunk);
-      const replies: Buffer[] = [];
-      for (const request of requests) {
-        replies.push(encodePolicyReply(await this.#answer(request)));
-      }
-      return Buffer.concat(replies);
+      if (requests.length === 1)
+        return encodePolicyReply(this.#answer(requests[0] as PolicyRequest));
+      return Buffer.concat(requests.map((request) => encodePolicyReply(this.#answer(request))));
     } catch (err) {
       this.#failed = true;
       this.#buffer = NOTHING;

@@ -1,8 +1,7 @@
 /**
  * One socketmap connection as a state machine over bytes, without sockets: netstrings from
  * Sendmail or Postfix in, reply netstrings out. Both MTAs send one request and wait for its
- * reply, but a peer may pipeline; each request gets exactly one reply, in request order, even
- * when the lookup is asynchronous.
+ * reply, but a peer may pipeline; each request gets exactly one reply, in request order.
  *
  * Answers (DESIGN.md "Decision", socketmap; shared/reference/mta-protocols.md sections 5 and 6):
  * - a key that is an address (any form tryParseAddress takes: Sendmail's lowercased
@@ -34,8 +33,11 @@ import type { SocketmapLimits, SocketmapReply, SocketmapRequest } from "./codec.
 import type { LeaseAnswer } from "../lease-answer.ts";
 export type { LeaseAnswer };
 
-/** Answers for one client address; injected so the lead wires the decision in. */
-export type SocketmapLookup = (address: ClientAddress) => LeaseAnswer | Promise<LeaseAnswer>;
+/**
+ * Answers for one client address; injected so the role wires the decision in. Synchronous: it
+ * reads an in-memory mirror, and the MTA waits on every lookup.
+ */
+export type SocketmapLookup = (address: ClientAddress) => LeaseAnswer;
 
 /** Why a reply was given: the label of a counter or a debug line. */
 export type SocketmapReason =
@@ -70,11 +72,11 @@ export const TEMP_LOOKUP_FAILED = "lease lookup failed";
 
 const NOTHING = Buffer.alloc(0);
 
-/** The reply for one request, and why. Never rejects: a failed lookup is a TEMP reply. */
-export async function answerSocketmap(
+/** The reply for one request, and why. Never throws: a failed lookup is a TEMP reply. */
+export function answerSocketmap(
   request: SocketmapRequest,
   options: Pick<SocketmapSessionOptions, "lookup" | "mapNames">,
-): Promise<SocketmapOutcome> {
+): SocketmapOutcome {
   if (request.kind === "malformed") {
     return { request, reply: { status: "PERM", reason: request.reason }, reason: "malformed" };
   }
@@ -87,7 +89,7 @@ export async function answerSocketmap(
     return { request, reply: { status: "NOTFOUND" }, reason: "not-an-address" };
   }
   try {
-    const answer = await options.lookup(address);
+    const answer = options.lookup(address);
     return { request, ...replyFor(answer) };
   } catch (error) {
     const reply = { status: "TEMP", reason: TEMP_LOOKUP_FAILED } as const;
@@ -123,8 +125,6 @@ export class SocketmapSession {
   readonly #limits: SocketmapLimits;
   #buffer: Buffer = NOTHING;
   #failed = false;
-  /** Settles when the previous receive() has; chains calls so replies keep request order. */
-  #previous: Promise<unknown> = Promise.resolve();
 
   constructor(options: SocketmapSessionOptions) {
     this.#options = options;
@@ -136,32 +136,25 @@ export class SocketmapSession {
     return this.#buffer.length;
   }
 
-  /** True once a receive() has rejected; the caller must close the connection. */
+  /** True once a receive() has thrown; the caller must close the connection. */
   get failed(): boolean {
     return this.#failed;
   }
 
   /**
-   * Takes the next bytes from the peer. Resolves to the replies for every request they complete
-   * (empty if none), after the replies of earlier calls. Rejects with a ProtocolError on broken
-   * framing; later calls then resolve to nothing.
+   * Takes the next bytes from the peer; returns the replies for every request they complete
+   * (empty if none). Throws a ProtocolError on broken framing; later calls then return nothing.
    */
-  receive(chunk: Buffer): Promise<Buffer> {
-    const run = this.#previous.then(() => this.#process(chunk));
-    this.#previous = run.catch(() => undefined);
-    return run;
-  }
-
-  async #process(chunk: Buffer): Promise<Buffer> {
+  receive(chunk: Buffer): Buffer {
     if (this.#failed) return NOTHING;
     try {
       const replies: Buffer[] = [];
       for (const request of this.#decode(chunk)) {
-        const outcome = await answerSocketmap(request, this.#options);
+        const outcome = answerSocketmap(request, this.#options);
         this.#options.observe?.(outcome);
         replies.push(encodeSocketmapReply(outcome.reply));
       }
-      return Buffer.concat(replies);
+      return replies.length === 1 ? (replies[0] as Buffer) : Buffer.concat(replies);
     } catch (err) {
       // A ProtocolError from the peer, or our own bug (an unencodable reply): nothing safe to
       // say after either, so the connection must close.

@@ -1,0 +1,237 @@
+/**
+ * The socket layer the request/reply front doors share (Postfix policy, socketmap): listen on a
+ * TCP address or a unix socket, hand each connection's bytes to its session, write the replies,
+ * and keep the rules below. A session is a synchronous state machine over bytes (the decision
+ * reads an in-memory mirror): one `receive` per chunk, its replies written at once, no promise
+ * and no pause per request; at an MTA's pace this layer is most of what a request costs.
+ *
+ * Budget and limits, and what happens at each:
+ * - `maxConnections`: a connection beyond it is closed at once (counted in `stats.rejected`,
+ *   logged once per episode); the MTA retries later or fails closed.
+ * - `idleTimeoutMs`: a connection that sends nothing this long is closed (a dead peer, or an MTA
+ *   that forgot it); each door picks a time longer than its MTA's own idle close.
+ * - A session throwing ProtocolError (bad framing, a limit) or anything else (an answer that
+ *   failed): warning or error, `stats.protocolErrors` or `stats.answerErrors`, replies already
+ *   written flushed, that connection closed; the others are unaffected.
+ * - Back-pressure: while a write waits for the kernel, the connection is not read, so a peer
+ *   that pipelines without reading costs one chunk plus one unfinished request.
+ * - A peer that half-closes after its request still gets the reply (allowHalfOpen).
+ * - `close()`: stop listening, end every connection once its replies are flushed; whatever is
+ *   still open after `closeTimeoutMs` is destroyed.
+ */
+import net from "node:net";
+import { bind } from "../../shared/listen.ts";
+import type { Logger } from "../../shared/log.ts";
+import { ProtocolError } from "../../shared/protocol-error.ts";
+
+/** One connection's protocol state, without the socket. */
+export interface StreamSession {
+  /**
+   * The replies for every request `chunk` completes (empty if none). Throws ProtocolError on
+   * input that breaks the protocol, anything else when an answer failed: the connection closes.
+   */
+  receive(chunk: Buffer): Buffer;
+  /** Bytes held of an unfinished request. */
+  readonly buffered: number;
+}
+
+/** What a session may know of its connection; `log()` makes its logger on first use. */
+export interface StreamConnection {
+  readonly id: number;
+  log(): Logger;
+}
+
+export interface StreamServerOptions {
+  /** The door's name, for log lines and the logger's module: "policy", "socketmap". */
+  name: string;
+  /** "host:port", "[ipv6]:port" or a unix socket path (parseListenAddress). */
+  listen: string;
+  log: Logger;
+  maxConnections: number;
+  idleTimeoutMs: number;
+  closeTimeoutMs: number;
+  session: (connection: StreamConnection) => StreamSession;
+  /** Counted into, if given: a door's own stats object, which may hold more counters. */
+  stats?: StreamServerStats;
+}
+
+/** Counters for the role's metrics; plain numbers, read them whenever. */
+export interface StreamServerStats {
+  /** Open now. */
+  connections: number;
+  accepted: number;
+  /** Closed at once because `maxConnections` were open. */
+  rejected: number;
+  protocolErrors: number;
+  /** The session failed to answer; the connection was closed. */
+  answerErrors: number;
+}
+
+export interface StreamServer {
+  /** Where it listens, "host:port" / "[v6]:port" / path: the port is real even if 0 was asked. */
+  readonly address: string;
+  readonly stats: Readonly<StreamServerStats>;
+  close(): Promise<void>;
+}
+
+export function newStreamServerStats(): StreamServerStats {
+  return { connections: 0, accepted: 0, rejected: 0, protocolErrors: 0, answerErrors: 0 };
+}
+
+export async function startStreamServer(options: StreamServerOptions): Promise<StreamServer> {
+  const log = options.log.child({ module: options.name });
+  const stats = options.stats ?? newStreamServerStats();
+  const server = net.createServer({ allowHalfOpen: true });
+  server.maxConnections = options.maxConnections;
+  const connections = new Set<Connection>();
+  let atLimit = false;
+  let next = 0;
+  server.on("connection", (socket) => {
+    stats.accepted++;
+    stats.connections++;
+    const connection = new Connection(socket, ++next, options, log, stats);
+    connections.add(connection);
+    socket.once("close", () => {
+      connections.delete(connection);
+      stats.connections--;
+      atLimit = false;
+    });
+  });
+  // Node closes a connection beyond server.maxConnections before we see it, then emits "drop".
+  server.on("drop", (info) => {
+    stats.rejected++;
+    if (atLimit) return; // one warning per episode, not one per refused connection
+    atLimit = true;
+    const { maxConnections } = server;
+    log.warn(
+      { maxConnections, peer: info?.remoteAddress },
+      `${options.name} connection limit reached`,
+    );
+  });
+  const address = await bind(server, options.listen);
+  server.on("error", (err) => {
+    log.error({ err }, `${options.name} server error`);
+  });
+  log.info({ address, maxConnections: options.maxConnections }, `${options.name} server listening`);
+  let closing: Promise<void> | undefined;
+  return {
+    address,
+    stats,
+    close: () => (closing ??= shutdown(server, connections, options.closeTimeoutMs)),
+  };
+}
+
+async function shutdown(
+  server: net.Server,
+  connections: Set<Connection>,
+  closeTimeoutMs: number,
+): Promise<void> {
+  // server.close() calls back once the last connection is gone.
+  const closed = new Promise<void>((resolve) => {
+    server.close(() => {
+      resolve();
+    });
+  });
+  for (const connection of connections) connection.end();
+  const deadline = setTimeout(() => {
+    for (const connection of connections) connection.destroy();
+  }, closeTimeoutMs);
+  await closed;
+  clearTimeout(deadline);
+}
+
+/** One accepted socket: feeds its session, writes the replies, keeps the socket's rules. */
+class Connection implements StreamConnection {
+  readonly id: number;
+  readonly #socket: net.Socket;
+  readonly #session: StreamSession;
+  readonly #name: string;
+  readonly #parentLog: Logger;
+  readonly #stats: StreamServerStats;
+  #log: Logger | undefined;
+
+  constructor(
+    socket: net.Socket,
+    id: number,
+    options: StreamServerOptions,
+    log: Logger,
+    stats: StreamServerStats,
+  ) {
+    this.id = id;
+    this.#socket = socket;
+    this.#name = options.name;
+    this.#parentLog = log;
+    this.#stats = stats;
+    this.#session = options.session(this);
+    socket.setTimeout(options.idleTimeoutMs);
+    socket.on("data", (chunk: Buffer) => {
+      this.#receive(chunk);
+    });
+    // The peer is done asking: end our side once the replies are flushed.
+    socket.on("end", () => {
+      if (this.#session.buffered > 0) {
+        this.log().debug({ bytes: this.#session.buffered }, "peer closed mid-request");
+      }
+      socket.destroySoon();
+    });
+    socket.on("timeout", () => {
+      this.log().debug(`${this.#name} connection idle; closing`);
+      socket.destroy();
+    });
+    socket.on("error", (err) => {
+      this.log().debug({ err }, `${this.#name} socket error`);
+    });
+  }
+
+  /** This connection's logger, made on first use: most connections log nothing. */
+  log(): Logger {
+    this.#log ??= this.#parentLog.child({ conn: this.id, peer: peerOf(this.#socket) });
+    return this.#log;
+  }
+
+  /** Server shutdown: read nothing more, end once the replies are flushed. */
+  end(): void {
+    this.#socket.pause();
+    this.#socket.destroySoon();
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+
+  #receive(chunk: Buffer): void {
+    let replies: Buffer;
+    try {
+      replies = this.#session.receive(chunk);
+    } catch (err) {
+      this.#fail(err);
+      return;
+    }
+    const socket = this.#socket;
+    if (replies.length === 0 || !socket.writable || socket.write(replies)) return;
+    socket.pause();
+    socket.once("drain", () => {
+      if (socket.writable) socket.resume();
+    });
+  }
+
+  #fail(err: unknown): void {
+    if (err instanceof ProtocolError) {
+      this.#stats.protocolErrors++;
+      this.log().warn({ err }, `${this.#name} protocol error; closing connection`);
+    } else {
+      this.#stats.answerErrors++;
+      this.log().error({ err }, `${this.#name} answer failed; closing connection`);
+    }
+    this.#socket.pause();
+    this.#socket.destroySoon(); // flush replies already written, then close
+  }
+}
+
+function peerOf(socket: net.Socket): string {
+  const { remoteAddress, remotePort } = socket;
+  if (remoteAddress === undefined) return "unix";
+  return remoteAddress.includes(":")
+    ? `[${remoteAddress}]:${remotePort ?? 0}`
+    : `${remoteAddress}:${remotePort ?? 0}`;
+}
