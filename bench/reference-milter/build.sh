@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the reference milter (drac-milter.c) with gcc against Debian's libmilter-dev
-# (scripts/install-bench-tools.sh) into a cache dir outside the repository, and prints the
+# Builds one of the benchmark's C fixtures, `build.sh [NAME]` for NAME.c here (default: the
+# reference milter, drac-milter.c, on Debian's libmilter-dev from scripts/install-bench-tools.sh;
+# also floor-tables.c), with gcc into a cache dir outside the repository, and prints the
 # binary's path: never a binary in the tree. Rebuilds only when the source or the flags changed
 # (the binary's name carries their hash; older builds are removed), so bench/mta.ts can call it
 # on every run.
@@ -9,7 +10,12 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-src="$here/drac-milter.c"
+name="${1:-drac-milter}"
+src="$here/$name.c"
+[ -r "$src" ] || {
+  echo "build.sh: no $src" >&2
+  exit 1
+}
 cache="${RELAYLEASE_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/relaylease}"
 readonly CFLAGS=(-std=gnu11 -O2 -Wall -Wextra -Werror)
 # Debian ships libmilter.a only in -dev (the .so has no dev symlink): link it statically.
@@ -24,14 +30,14 @@ digest="$({
   echo "${CFLAGS[*]} ${LIBS[*]}"
   gcc --version | head -1
 } | sha256sum | cut -c1-12)"
-bin="$cache/drac-milter-$digest"
+bin="$cache/$name-$digest"
 if [ ! -x "$bin" ]; then
   mkdir -p "$cache"
-  tmp="$(mktemp "$cache/.drac-milter.XXXXXX")"
+  tmp="$(mktemp "$cache/.$name.XXXXXX")"
   trap 'rm -f "$tmp"' EXIT
   gcc "${CFLAGS[@]}" -o "$tmp" "$src" "${LIBS[@]}"
   mv -f "$tmp" "$bin"
   # Builds of older sources are of no further use.
-  find "$cache" -maxdepth 1 -name 'drac-milter-*' ! -name "drac-milter-$digest" -delete
+  find "$cache" -maxdepth 1 -name "$name-*" ! -name "$name-$digest" -delete
 fi
 printf '%s\n' "$bin"

@@ -1,5 +1,5 @@
 /**
- * The socket layer the request/reply front doors share (Postfix policy, socketmap): listen on a
+ * The socket layer the request/reply front doors share (Postfix policy, socketmap, milter): listen on a
  * TCP address or a unix socket, hand each connection's bytes to its session, write the replies,
  * and keep the rules below. A session is a synchronous state machine over bytes (the decision
  * reads an in-memory mirror): one `receive` per chunk, its replies written at once, no promise
@@ -9,7 +9,9 @@
  * - `maxConnections`: a connection beyond it is closed at once (counted in `stats.rejected`,
  *   logged once per episode); the MTA retries later or fails closed.
  * - `idleTimeoutMs`: a connection that sends nothing this long is closed (a dead peer, or an MTA
- *   that forgot it); each door picks a time longer than its MTA's own idle close.
+ *   that forgot it); each door picks a time longer than its MTA's own idle close. A session may
+ *   name another time for its present phase (`timeoutMs`: the milter's negotiation and frames).
+ * - A session that is over (`closed`: the milter's QUIT) ends the connection after its replies.
  * - A session throwing ProtocolError (bad framing, a limit) or anything else (an answer that
  *   failed): warning or error, `stats.protocolErrors` or `stats.answerErrors`, replies already
  *   written flushed, that connection closed; the others are unaffected.
@@ -33,6 +35,10 @@ export interface StreamSession {
   receive(chunk: Buffer): Buffer;
   /** Bytes held of an unfinished request. */
   readonly buffered: number;
+  /** True once the session is over: the connection ends after its replies. */
+  readonly closed?: boolean;
+  /** How long the connection may now stay silent, when the phase decides; else idleTimeoutMs. */
+  timeoutMs?(): number;
 }
 
 /** What a session may know of its connection; `log()` makes its logger on first use. */
@@ -50,6 +56,10 @@ export interface StreamServerOptions {
   maxConnections: number;
   idleTimeoutMs: number;
   closeTimeoutMs: number;
+  /** TCP_NODELAY, for a door whose peer waits on each reply before it writes on. */
+  noDelay?: boolean;
+  /** TCP keep-alive probes after this much silence, to find dead peers of long idle times. */
+  keepAliveMs?: number;
   session: (connection: StreamConnection) => StreamSession;
   /** Counted into, if given: a door's own stats object, which may hold more counters. */
   stats?: StreamServerStats;
@@ -148,7 +158,9 @@ class Connection implements StreamConnection {
   readonly #name: string;
   readonly #parentLog: Logger;
   readonly #stats: StreamServerStats;
+  readonly #idleTimeoutMs: number;
   #log: Logger | undefined;
+  #timeoutMs = -1;
 
   constructor(
     socket: net.Socket,
@@ -162,8 +174,13 @@ class Connection implements StreamConnection {
     this.#name = options.name;
     this.#parentLog = log;
     this.#stats = stats;
+    this.#idleTimeoutMs = options.idleTimeoutMs;
     this.#session = options.session(this);
-    socket.setTimeout(options.idleTimeoutMs);
+    if (options.noDelay === true) socket.setNoDelay(true);
+    if (options.keepAliveMs !== undefined && socket.remoteAddress !== undefined) {
+      socket.setKeepAlive(true, options.keepAliveMs);
+    }
+    this.#setTimeout();
     socket.on("data", (chunk: Buffer) => {
       this.#receive(chunk);
     });
@@ -175,12 +192,26 @@ class Connection implements StreamConnection {
       socket.destroySoon();
     });
     socket.on("timeout", () => {
-      this.log().debug(`${this.#name} connection idle; closing`);
+      this.log().debug({ timeoutMs: this.#timeoutMs }, `${this.#name} connection silent; closing`);
       socket.destroy();
     });
     socket.on("error", (err) => {
       this.log().debug({ err }, `${this.#name} socket error`);
     });
+    if (log.isLevelEnabled("debug")) {
+      this.log().debug(`${this.#name} connection opened`);
+      socket.on("close", () => {
+        this.log().debug(`${this.#name} connection closed`);
+      });
+    }
+  }
+
+  /** Arms the silence timer for the session's present phase; nothing to do if unchanged. */
+  #setTimeout(): void {
+    const ms = this.#session.timeoutMs?.() ?? this.#idleTimeoutMs;
+    if (ms === this.#timeoutMs) return;
+    this.#timeoutMs = ms;
+    this.#socket.setTimeout(ms);
   }
 
   /** This connection's logger, made on first use: most connections log nothing. */
@@ -208,11 +239,18 @@ class Connection implements StreamConnection {
       return;
     }
     const socket = this.#socket;
-    if (replies.length === 0 || !socket.writable || socket.write(replies)) return;
-    socket.pause();
-    socket.once("drain", () => {
-      if (socket.writable) socket.resume();
-    });
+    if (replies.length > 0 && socket.writable && !socket.write(replies)) {
+      socket.pause();
+      socket.once("drain", () => {
+        if (socket.writable) socket.resume();
+      });
+    }
+    if (this.#session.closed === true) {
+      socket.pause();
+      socket.destroySoon(); // flush the replies, then close
+      return;
+    }
+    this.#setTimeout();
   }
 
   #fail(err: unknown): void {

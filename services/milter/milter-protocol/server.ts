@@ -1,5 +1,6 @@
 /**
- * Milter server: the socket layer over MilterSession (RELAYLEASE_MILTER_LISTEN).
+ * Milter server: MilterSession over the shared socket layer (../stream-server.ts, which states
+ * the rules every connection keeps), RELAYLEASE_MILTER_LISTEN.
  *
  * Accepts connections from Postfix smtpd (`smtpd_milters = inet:host:port` or `unix:/path`) and
  * Sendmail (`S=inet:port@host`, `S=unix:/path`) on a TCP address or a unix socket: one connection
@@ -19,15 +20,16 @@
  *   timeouts, so the MTA, not us, ends a quiet session. TCP keep-alive finds dead peers sooner.
  * - `maxFrameLength` (codec.ts, 64 KiB): a longer frame, length 0 or a malformed payload is a
  *   ProtocolError: warning, `stats.protocolErrors`, that connection closed, others unaffected.
- * - Back-pressure: a connection is not read while its replies are not flushed.
  * - decide() throwing is our bug: error log, `stats.answerErrors`; the session answers 451.
  * - `close()`: stop listening, end every connection; destroy what is open after `closeTimeoutMs`.
  */
-import net from "node:net";
 import type { Logger } from "../../../shared/log.ts";
-import { bind } from "../../../shared/listen.ts";
-import { ProtocolError } from "../../../shared/protocol-error.ts";
 import type { AcceptAt, Decision, RelayRequest } from "../decide.ts";
+import {
+  newStreamServerStats,
+  startStreamServer,
+  type StreamServerStats,
+} from "../stream-server.ts";
 import { DEFAULT_MAX_FRAME_LENGTH } from "./codec.ts";
 import { MilterSession } from "./session.ts";
 
@@ -47,17 +49,9 @@ export interface MilterServerOptions {
 }
 
 /** Counters for metrics (the same fields as the policy server's); plain numbers. */
-export interface MilterServerStats {
-  /** Open now. */
-  connections: number;
-  accepted: number;
-  /** Closed at once because `maxConnections` were open. */
-  rejected: number;
+export interface MilterServerStats extends StreamServerStats {
   /** Relay decisions asked (CONNECT and RCPT). */
   requests: number;
-  protocolErrors: number;
-  /** decide() threw (answered 451) or a reply could not be encoded (connection closed). */
-  answerErrors: number;
 }
 
 export interface MilterServer {
@@ -76,208 +70,63 @@ export const MILTER_SERVER_DEFAULTS = Object.freeze({
   maxFrameLength: DEFAULT_MAX_FRAME_LENGTH,
 });
 
-type Settings = Required<Omit<MilterServerOptions, "listen">> & { stats: MilterServerStats };
-
 export async function startMilterServer(options: MilterServerOptions): Promise<MilterServer> {
-  const log = options.log.child({ module: "milter" });
-  const stats: MilterServerStats = {
-    connections: 0,
-    accepted: 0,
-    rejected: 0,
-    requests: 0,
-    protocolErrors: 0,
-    answerErrors: 0,
-  };
   const d = MILTER_SERVER_DEFAULTS;
-  const settings: Settings = {
-    decide: options.decide,
-    acceptAt: options.acceptAt,
-    rejectText: options.rejectText,
+  const o = {
+    ...options,
     maxConnections: options.maxConnections ?? d.maxConnections,
     negotiateTimeoutMs: options.negotiateTimeoutMs ?? d.negotiateTimeoutMs,
     frameTimeoutMs: options.frameTimeoutMs ?? d.frameTimeoutMs,
     idleTimeoutMs: options.idleTimeoutMs ?? d.idleTimeoutMs,
     closeTimeoutMs: options.closeTimeoutMs ?? d.closeTimeoutMs,
     maxFrameLength: options.maxFrameLength ?? d.maxFrameLength,
-    log,
-    stats,
   };
-  const server = net.createServer();
-  server.maxConnections = settings.maxConnections;
-  const connections = track(server, settings);
-  const address = await bind(server, options.listen);
-  server.on("error", (err) => {
-    log.error({ err }, "milter server error");
-  });
-  log.info({ address, maxConnections: settings.maxConnections }, "milter server listening");
-  let closing: Promise<void> | undefined;
-  return {
-    address,
+  const stats: MilterServerStats = { ...newStreamServerStats(), requests: 0 };
+  const server = await startStreamServer({
+    name: "milter",
+    listen: o.listen,
+    log: o.log,
+    maxConnections: o.maxConnections,
+    idleTimeoutMs: o.idleTimeoutMs,
+    closeTimeoutMs: o.closeTimeoutMs,
+    noDelay: true,
+    keepAliveMs: 60_000,
     stats,
-    close: () => (closing ??= shutdown(server, connections, settings.closeTimeoutMs)),
-  };
-}
-
-function track(server: net.Server, settings: Settings): Set<MilterConnection> {
-  const { stats, log } = settings;
-  const connections = new Set<MilterConnection>();
-  let atLimit = false;
-  let next = 0;
-  server.on("connection", (socket) => {
-    stats.accepted++;
-    stats.connections++;
-    const conn = new MilterConnection(socket, ++next, settings);
-    connections.add(conn);
-    socket.once("close", () => {
-      connections.delete(conn);
-      stats.connections--;
-      atLimit = false;
-    });
-  });
-  // Node closes a connection beyond server.maxConnections before we see it, then emits "drop".
-  server.on("drop", (info) => {
-    stats.rejected++;
-    if (atLimit) return; // one warning per episode, not one per refused connection
-    atLimit = true;
-    const { maxConnections } = server;
-    log.warn({ maxConnections, peer: info?.remoteAddress }, "milter connection limit reached");
-  });
-  return connections;
-}
-
-async function shutdown(
-  server: net.Server,
-  connections: Set<MilterConnection>,
-  closeTimeoutMs: number,
-): Promise<void> {
-  const closed = new Promise<void>((resolve) => {
-    server.close(() => {
-      resolve();
-    });
-  });
-  for (const conn of connections) conn.shutdown();
-  const deadline = setTimeout(() => {
-    for (const conn of connections) conn.destroy();
-  }, closeTimeoutMs);
-  await closed;
-  clearTimeout(deadline);
-}
-
-/** One accepted socket: feeds the session, writes its replies, keeps the timeouts. */
-class MilterConnection {
-  readonly #socket: net.Socket;
-  readonly #session: MilterSession;
-  readonly #settings: Settings;
-  readonly #id: number;
-  #log: Logger | undefined;
-  #timeoutMs = -1;
-
-  constructor(socket: net.Socket, id: number, settings: Settings) {
-    this.#socket = socket;
-    this.#settings = settings;
-    this.#id = id;
-    const { stats } = settings;
-    this.#session = new MilterSession({
-      decide: (request) => {
-        stats.requests++;
-        const d = settings.decide(request);
-        if (settings.log.isLevelEnabled("debug")) {
-          this.#logger().debug(
-            { request, verdict: d.verdict, reason: d.reason },
-            "milter decision",
-          );
-        }
-        return d;
-      },
-      acceptAt: settings.acceptAt,
-      rejectText: settings.rejectText,
-      maxFrameLength: settings.maxFrameLength,
-      onDecisionError: (err) => {
-        stats.answerErrors++;
-        this.#logger().error({ err }, "relay decision failed; answered tempfail");
-      },
-    });
-    // Postfix opens a connection per SMTP session, so its setup is on the hot path: the
-    // connection's logger (a pino child) is made only when something is logged.
-    socket.setNoDelay(true);
-    if (socket.remoteAddress !== undefined) socket.setKeepAlive(true, 60_000);
-    this.#setTimeout(settings.negotiateTimeoutMs);
-    socket.on("data", (chunk: Buffer) => {
-      this.#receive(chunk);
-    });
-    socket.on("timeout", () => {
-      this.#logger().debug({ timeoutMs: this.#timeoutMs }, "milter connection timed out; closing");
-      socket.destroy();
-    });
-    socket.on("error", (err) => {
-      this.#logger().debug({ err }, "milter socket error");
-    });
-    if (settings.log.isLevelEnabled("debug")) {
-      this.#logger().debug("milter connection opened");
-      socket.on("close", () => {
-        this.#logger().debug({ decisions: this.#session.decisions }, "milter connection closed");
+    session: (connection) => {
+      const session = new MilterSession({
+        decide: (request) => {
+          stats.requests++;
+          const d = o.decide(request);
+          if (o.log.isLevelEnabled("debug")) {
+            const { verdict, reason } = d;
+            connection.log().debug({ request, verdict, reason }, "milter decision");
+          }
+          return d;
+        },
+        acceptAt: o.acceptAt,
+        rejectText: o.rejectText,
+        maxFrameLength: o.maxFrameLength,
+        onDecisionError: (err) => {
+          stats.answerErrors++;
+          connection.log().error({ err }, "relay decision failed; answered tempfail");
+        },
       });
-    }
-  }
-
-  /** This connection's logger, made on first use: most connections log nothing. */
-  #logger(): Logger {
-    this.#log ??= this.#settings.log.child({ conn: this.#id, peer: peerOf(this.#socket) });
-    return this.#log;
-  }
-
-  shutdown(): void {
-    this.#socket.pause();
-    this.#socket.end();
-  }
-
-  destroy(): void {
-    this.#socket.destroy();
-  }
-
-  #receive(chunk: Buffer): void {
-    let reply: Buffer;
-    try {
-      reply = this.#session.receive(chunk);
-    } catch (err) {
-      this.#fail(err);
-      return;
-    }
-    if (reply.length > 0 && !this.#socket.write(reply)) {
-      this.#socket.pause();
-      this.#socket.once("drain", () => this.#socket.resume());
-    }
-    if (this.#session.closed) {
-      this.#socket.end(); // QUIT: flush what was written, then close
-      return;
-    }
-    const { negotiateTimeoutMs, frameTimeoutMs, idleTimeoutMs } = this.#settings;
-    if (this.#session.negotiated === undefined) this.#setTimeout(negotiateTimeoutMs);
-    else this.#setTimeout(this.#session.buffered > 0 ? frameTimeoutMs : idleTimeoutMs);
-  }
-
-  #setTimeout(ms: number): void {
-    if (ms === this.#timeoutMs) return;
-    this.#timeoutMs = ms;
-    this.#socket.setTimeout(ms);
-  }
-
-  #fail(err: unknown): void {
-    if (err instanceof ProtocolError) {
-      this.#settings.stats.protocolErrors++;
-      this.#logger().warn({ err }, "milter protocol error; closing connection");
-    } else {
-      this.#settings.stats.answerErrors++;
-      this.#logger().error({ err }, "milter session failed; closing connection");
-    }
-    this.#socket.destroySoon();
-  }
-}
-
-function peerOf(socket: net.Socket): string {
-  const { remoteAddress, remotePort } = socket;
-  if (remoteAddress === undefined) return "unix";
-  return remoteAddress.includes(":")
-    ? `[${remoteAddress}]:${remotePort ?? 0}`
-    : `${remoteAddress}:${remotePort ?? 0}`;
+      return {
+        receive: (chunk) => session.receive(chunk),
+        get buffered() {
+          return session.buffered;
+        },
+        get closed() {
+          return session.closed;
+        },
+        // Negotiation must come at once; a frame once begun must finish; between frames the
+        // connection idles as long as the SMTP session does.
+        timeoutMs: () => {
+          if (session.negotiated === undefined) return o.negotiateTimeoutMs;
+          return session.buffered > 0 ? o.frameTimeoutMs : o.idleTimeoutMs;
+        },
+      };
+    },
+  });
+  return { address: server.address, stats, close: () => server.close() };
 }
