@@ -117,13 +117,10 @@ export function scanTag(s: string, p: number, h: Header, end = s.length): boolea
   return setTag(s, h, p, sp - 1, sp + 1, end);
 }
 
-/**
- * Index of the first space in s[p, limit), or -1. A loop rather than indexOf: the tokens are
- * short, and a call into the runtime costs more than reading them here.
- */
+/** Index of the first space in s[p, limit), or -1. */
 function spaceAt(s: string, p: number, limit: number): number {
-  for (let i = p; i < limit; i++) if (s.charCodeAt(i) === SP) return i;
-  return -1;
+  const i = s.indexOf(" ", p);
+  return i < limit ? i : -1;
 }
 
 /** The tag is s[start, end) (no `:`); the message is s[msg, lineEnd). */

@@ -24,12 +24,12 @@ const EMPTY = Buffer.alloc(0);
  */
 export class LineBatch {
   text = "";
-  /** Start and end (exclusive, CR dropped) of each line, in pairs. */
+  count = 0;
+  /**
+   * Start and end (exclusive, CR dropped) of each line, in pairs; entries past 2 * count are
+   * left over from earlier chunks (the array is reused, not regrown per chunk).
+   */
   readonly bounds: number[] = [];
-
-  get count(): number {
-    return this.bounds.length >> 1;
-  }
 
   start(i: number): number {
     return this.bounds[2 * i] ?? 0;
@@ -78,7 +78,7 @@ export class LineSplitter {
   push(chunk: Buffer): LineBatch {
     const batch = this.#batch;
     batch.text = "";
-    batch.bounds.length = 0;
+    batch.count = 0;
     const last = chunk.lastIndexOf(LF);
     if (last < 0) {
       this.#hold(chunk);
@@ -156,6 +156,9 @@ export class LineSplitter {
       this.overlong++;
       return;
     }
-    this.#batch.bounds.push(start, end);
+    const batch = this.#batch;
+    batch.bounds[2 * batch.count] = start;
+    batch.bounds[2 * batch.count + 1] = end;
+    batch.count++;
   }
 }

@@ -147,9 +147,20 @@ function daysIn(y: number, mon: number): number {
   return mon === 1 && leap ? 29 : (DAYS_IN_MONTH[mon] ?? 0);
 }
 
+// The start of the last local minute converted. Lines come in order, so most share it, and
+// Date's local-time conversion is the dearest step of a line's timestamp; no zone moves its
+// clock within a minute, so the seconds add on.
+const minuteCache = { key: -1, start: 0 };
+
 /** Local time, or NaN if the calendar fields do not name a real day (Feb 30). */
 function localTime(y: number, mon: number, day: number, h: number, m: number, sec: number): number {
-  return day > daysIn(y, mon) ? NaN : new Date(y, mon, day, h, m, sec).getTime();
+  if (day > daysIn(y, mon)) return NaN;
+  const key = (((y * 12 + mon) * 32 + day) * 24 + h) * 60 + m;
+  if (key !== minuteCache.key) {
+    minuteCache.key = key;
+    minuteCache.start = new Date(y, mon, day, h, m, 0).getTime();
+  }
+  return minuteCache.start + sec * 1000;
 }
 
 // The local year of a recent `now`, and until when no classic timestamp can belong to the next

@@ -852,6 +852,35 @@ describe("timestamps", () => {
     });
   }
 
+  it("agrees with Date in a zone with summer time, across both switches, in any order", () => {
+    const saved = process.env["TZ"];
+    process.env["TZ"] = "Europe/Berlin";
+    try {
+      const now = new Date(2026, 10, 29).getTime();
+      const pad = (n: number) => String(n).padStart(2, "0");
+      // 2026: clocks go forward on March 29 at 02:00, back on October 25 at 03:00.
+      const times = fc.tuple(
+        fc.constantFrom([2, 29], [9, 25], [0, 1]),
+        fc.integer({ min: 0, max: 4 }),
+        fc.integer({ min: 0, max: 59 }),
+        fc.integer({ min: 0, max: 59 }),
+      );
+      fc.assert(
+        fc.property(fc.array(times, { minLength: 1, maxLength: 20 }), (list) => {
+          for (const [[mon, day], h, m, sec] of list) {
+            const ts = `${["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct"][mon] ?? ""} ${pad(day)} ${pad(h)}:${pad(m)}:${pad(sec)}`;
+            const at = parseLogLine(line(ts), now)?.at;
+            assert.equal(at, new Date(2026, mon, day, h, m, sec).getTime(), ts);
+          }
+        }),
+        { numRuns: 300 },
+      );
+    } finally {
+      if (saved === undefined) delete process.env["TZ"];
+      else process.env["TZ"] = saved;
+    }
+  });
+
   it("every month's abbreviation, and near misses of each", () => {
     const months = [
       "Jan",
