@@ -92,15 +92,34 @@ export function scanTimestamp(s: string, p: number, h: Header, end = s.length): 
  * The line s[start, end) (the whole string by default; a caller holding many lines in one
  * string passes one's bounds): timestamp, host, tag. False if it has no recognisable tag.
  */
-export function scanHeader(s: string, h: Header, start = 0, end = s.length): boolean {
-  return scanTag(s, scanTimestamp(s, start, h, end), h, end);
+export function scanHeader(
+  s: string,
+  h: Header,
+  start = 0,
+  end = s.length,
+  wanted?: TagFilter,
+): boolean {
+  return scanTag(s, scanTimestamp(s, start, h, end), h, end, wanted);
 }
 
 /**
- * From s[p] (just after any timestamp) to the line's end: `[host SP] tag: ` or, after a
- * timestamp, `[name] `. Fills host, program, pid and msgStart; false if there is no tag.
+ * Whether a tag starting at s[i] may be of interest, judged from its first characters before its
+ * end is looked for: a caller that wants few programs skips most lines' tags unread.
  */
-export function scanTag(s: string, p: number, h: Header, end = s.length): boolean {
+export type TagFilter = (s: string, i: number) => boolean;
+
+/**
+ * From s[p] (just after any timestamp) to the line's end: `[host SP] tag: ` or, after a
+ * timestamp, `[name] `. Fills host, program, pid and msgStart; false if there is no tag, or if
+ * `wanted` turns down the tag after a host (the tag is then not read to its end).
+ */
+export function scanTag(
+  s: string,
+  p: number,
+  h: Header,
+  end = s.length,
+  wanted?: TagFilter,
+): boolean {
   h.hostStart = h.hostEnd = p;
   let sp = spaceAt(s, p, Math.min(end, p + MAX_FIRST_TOKEN_CHARS + 1));
   if (sp < 0 || sp === p) return false;
@@ -111,6 +130,7 @@ export function scanTag(s: string, p: number, h: Header, end = s.length): boolea
     if (sp - p > MAX_HOST_CHARS) return false;
     h.hostEnd = sp;
     p = sp + 1;
+    if (wanted !== undefined && !wanted(s, p)) return false;
     sp = spaceAt(s, p, Math.min(end, p + MAX_TAG_CHARS + 2));
     if (sp < 0 || sp === p || s.charCodeAt(sp - 1) !== COLON) return false;
   }

@@ -28,7 +28,7 @@
  */
 import { parseCourier, parseCyrus, parseQpopper, parseUw } from "./classic-servers.ts";
 import { parseDovecotLogin, parseDovecotMailTag, parseDovecotSyslog } from "./dovecot.ts";
-import { newHeader, scanHeader } from "./header.ts";
+import { newHeader, scanHeader, type TagFilter } from "./header.ts";
 import type { LogRecord, LoginService } from "./record.ts";
 import { parseTimestamp, type TimestampKind } from "./timestamp.ts";
 
@@ -91,6 +91,16 @@ function lookupProgram(s: string, start: number, end: number): Program | undefin
   return undefined;
 }
 
+/** A tag's first three characters as one number. */
+function prefixCode(s: string, i: number): number {
+  return (s.charCodeAt(i) << 16) | (s.charCodeAt(i + 1) << 8) | s.charCodeAt(i + 2);
+}
+
+// The first three characters of every known program (and so of Dovecot's `imap(...)` and
+// `pop3(...)` mail-process tags): a Postfix line's tag is turned down on them, unread.
+const TAG_PREFIXES = new Set(PROGRAMS.flat().map((program) => prefixCode(program.name, 0)));
+const knownPrefix: TagFilter = (s, i) => TAG_PREFIXES.has(prefixCode(s, i));
+
 // Scratch for the line prefix; parsing is synchronous, so one is enough.
 const header = newHeader();
 
@@ -107,7 +117,8 @@ export function parseLogLine(
   start = 0,
   end = text.length,
 ): LogRecord | undefined {
-  if (end - start > MAX_LINE_CHARS || !scanHeader(text, header, start, end)) return undefined;
+  if (end - start > MAX_LINE_CHARS) return undefined;
+  if (!scanHeader(text, header, start, end, knownPrefix)) return undefined;
   const { progStart, progEnd } = header;
   const known = lookupProgram(text, progStart, progEnd);
   // Dovecot's log_path names the mail process itself: `imap(alice)<pid><session>`.
