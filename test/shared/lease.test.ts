@@ -3,7 +3,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { decodeLease, encodeLease, leaseFromEvent, type Lease } from "../../shared/lease.ts";
+import { decodeBucketValue, encodeRevocation } from "../../shared/bucket-value.ts";
+import {
+  decodeLease,
+  encodeLease,
+  leaseFromEvent,
+  leaseView,
+  type Lease,
+} from "../../shared/lease.ts";
 import { canonicalIp, type LoginEvent } from "../../shared/login-event.ts";
 import { SchemaError, USER_NAME } from "../../shared/schema.ts";
 
@@ -205,5 +212,42 @@ describe("lease properties", () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe("decodeBucketValue", () => {
+  it("reads a value that is a view into a larger buffer", () => {
+    const lease = encodeLease(LEASE);
+    const framed = new Uint8Array(lease.length + 20).fill(0x7b);
+    framed.set(lease, 10);
+    assert.deepEqual(decodeBucketValue(framed.subarray(10, 10 + lease.length)), {
+      kind: "lease",
+      lease: LEASE,
+    });
+  });
+
+  it("reads a revocation", () => {
+    const r = encodeRevocation({ revokedAt: LEASE.loginAt, by: "cli", user: "alice" });
+    assert.deepEqual(decodeBucketValue(r), {
+      kind: "revoked",
+      revokedAt: LEASE.loginAt,
+      by: "cli",
+      user: "alice",
+    });
+  });
+
+  it("rejects an unknown kind and what is not JSON, naming the problem", () => {
+    assert.throws(() => decodeBucketValue(Buffer.from('{"kind":"other"}')), /"kind"/);
+    assert.throws(() => decodeBucketValue(Buffer.from("\uFEFF{}")), /not valid JSON/);
+  });
+});
+
+describe("leaseView", () => {
+  it("keeps only the decision's fields, and only those present", () => {
+    assert.deepEqual(leaseView(LEASE), { expiresAt: LEASE.expiresAt, user: "alice", trace: TRACE });
+    assert.deepEqual(leaseView({ ...LEASE, user: undefined, trace: undefined }), {
+      expiresAt: LEASE.expiresAt,
+    });
+    assert.deepEqual(Object.keys(leaseView({ ...LEASE, user: undefined })), ["expiresAt", "trace"]);
   });
 });

@@ -254,34 +254,31 @@ describe("followLog", () => {
     assert.deepEqual(lines, ["slow", "fast"]);
   });
 
-  it("counts a consumer that throws and goes on", async () => {
-    await writeFile(path, "");
-    const f = await start({
-      onLine: (text, from, to) => {
-        const line = text.slice(from, to);
+  const failing: [string, (line: string) => void | Promise<void>][] = [
+    [
+      "throws",
+      (line) => {
         if (line === "bad") throw new Error("consumer bug");
         lines.push(line);
       },
-    });
-    await appendFile(path, "bad\ngood\n");
-    await f.poll();
-    assert.deepEqual(lines, ["good"]);
-    assert.equal(f.stats.callbackErrors, 1);
-  });
-
-  it("counts a consumer whose promise rejects, waits for it, and goes on in order", async () => {
-    await writeFile(path, "");
-    const f = await start({
-      onLine: async (text, from, to) => {
-        const line = text.slice(from, to);
+    ],
+    [
+      "whose promise rejects (waited for, in order)",
+      async (line) => {
         await new Promise((r) => setTimeout(r, 10));
         if (line === "bad") throw new Error("consumer bug");
         lines.push(line);
       },
+    ],
+  ];
+  for (const [name, consume] of failing) {
+    it(`counts a consumer that ${name}, and goes on`, async () => {
+      await writeFile(path, "");
+      const f = await start({ onLine: (text, from, to) => consume(text.slice(from, to)) });
+      await appendFile(path, "bad\ngood\n");
+      await f.poll();
+      assert.deepEqual(lines, ["good"]);
+      assert.equal(f.stats.callbackErrors, 1);
     });
-    await appendFile(path, "bad\ngood\n");
-    await f.poll();
-    assert.deepEqual(lines, ["good"]);
-    assert.equal(f.stats.callbackErrors, 1);
-  });
+  }
 });
