@@ -361,20 +361,6 @@ function guard(t: Tally, layer: string, run: () => void, expected = isProtocolEr
   }
 }
 
-async function guardAsync(
-  t: Tally,
-  layer: string,
-  run: () => Promise<unknown>,
-  expected = isProtocolError,
-): Promise<void> {
-  try {
-    await run();
-  } catch (err) {
-    if (expected(err)) t.threw(layer, err, true);
-    else t.threw(layer, await withStackAsync(err, run), false);
-  }
-}
-
 const STACK_FRAMES = 12;
 
 function withStack(err: unknown, run: () => void): unknown {
@@ -383,19 +369,6 @@ function withStack(err: unknown, run: () => void): unknown {
   try {
     run();
     return err; // a session's second try need not fail the same way
-  } catch (again) {
-    return again;
-  } finally {
-    Error.stackTraceLimit = limit;
-  }
-}
-
-async function withStackAsync(err: unknown, run: () => Promise<unknown>): Promise<unknown> {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = STACK_FRAMES;
-  try {
-    await run();
-    return err;
   } catch (again) {
     return again;
   } finally {
@@ -859,14 +832,14 @@ function whosonTarget(): Target {
     valid: whosonValid,
     tokens: ["QUERY", "QUIT", "LOGIN", " ", "\t", "\r\n", "\n", "\r", "+", "-", "*", LEASED, "é"],
     corruptLength: (b, r) => stretchLine(b, r, 512, r.chance(0.5) ? "x" : " "),
-    feed: async (input, r, t) => {
+    feed: (input, r, t) => {
       guard(t, "codec", () => decodeWhosonRequests(input));
       guard(t, "udp codec", () => decodeWhosonDatagram(input));
       guard(t, "client codec", () => decodeWhosonReplies(input));
       guard(t, "client udp codec", () => decodeWhosonReplyDatagram(input));
       const s = sessions.get();
       for (const chunk of chunks(input, r)) {
-        await guardAsync(t, "session", () => s.receive(chunk));
+        guard(t, "session", () => s.receive(chunk));
         if (s.failed || s.quit) break;
       }
     },

@@ -1,5 +1,6 @@
 /**
- * The socket layer the request/reply front doors share (Postfix policy, socketmap, milter): listen on a
+ * The socket layer the request/reply front doors share (Postfix policy, socketmap, milter,
+ * whoson over TCP): listen on a
  * TCP address or a unix socket, hand each connection's bytes to its session, write the replies,
  * and keep the rules below. A session is a synchronous state machine over bytes (the decision
  * reads an in-memory mirror): one `receive` per chunk, its replies written at once, no promise
@@ -60,6 +61,11 @@ export interface StreamServerOptions {
   noDelay?: boolean;
   /** TCP keep-alive probes after this much silence, to find dead peers of long idle times. */
   keepAliveMs?: number;
+  /**
+   * Turns a peer away at once: the bytes returned are written and the connection ended, with no
+   * session and not counted as accepted (the door counts its refusals itself).
+   */
+  refuse?: (socket: net.Socket) => Buffer | undefined;
   session: (connection: StreamConnection) => StreamSession;
   /** Counted into, if given: a door's own stats object, which may hold more counters. */
   stats?: StreamServerStats;
@@ -97,6 +103,12 @@ export async function startStreamServer(options: StreamServerOptions): Promise<S
   let atLimit = false;
   let next = 0;
   server.on("connection", (socket) => {
+    const refusal = options.refuse?.(socket);
+    if (refusal !== undefined) {
+      socket.on("error", () => undefined);
+      socket.end(refusal);
+      return;
+    }
     stats.accepted++;
     stats.connections++;
     const connection = new Connection(socket, ++next, options, log, stats);

@@ -1,5 +1,6 @@
 /**
- * whoson server: the socket layer over WhosonSession (TCP) and answerWhoson (UDP).
+ * whoson server: WhosonSession over the shared socket layer (../stream-server.ts, which states
+ * the rules every TCP connection keeps), and answerWhoson per UDP datagram.
  *
  * Accepts `QUERY <address>` from whoson clients (libwhoson's wso_query, so Exim's built-in
  * `${lookup whoson {$sender_host_address}}`; ZMailer; gowhoson's client) at
@@ -20,21 +21,22 @@
  * - `limits` (codec.ts, 512 bytes per line): a broken or oversized request is a ProtocolError:
  *   warning, `stats.protocolErrors`, TCP connection closed; a bad datagram is dropped (warning
  *   at most once a minute: UDP sources can be forged in bulk).
- * - `maxPendingDatagrams` (1000): datagrams whose answer is still being looked up; more are
- *   dropped (`stats.datagramsDropped`) and the client's own timeout retries or defers.
- * - Back-pressure on TCP: a connection is not read while its replies are pending or unflushed.
- * - `close()`: stop listening on both, let pending TCP replies flush, end every connection;
+ * - A datagram is answered before the next is read (the answer reads an in-memory mirror).
+ * - `close()`: stop listening on both, flush TCP replies, end every connection;
  *   whatever is still open after `closeTimeoutMs` (2 s) is destroyed.
  */
 import dgram from "node:dgram";
-import type { AddressInfo } from "node:net";
-import net from "node:net";
 import { networkContains, tryParseAddress } from "../../../shared/address.ts";
 import type { Network } from "../../../shared/address.ts";
-import { parseListenAddress } from "../../../shared/listen-address.ts";
-import { bind } from "../../../shared/listen.ts";
+import { formatListenAddress, parseListenAddress } from "../../../shared/listen-address.ts";
 import type { Logger } from "../../../shared/log.ts";
 import { ProtocolError } from "../../../shared/protocol-error.ts";
+import {
+  newStreamServerStats,
+  startStreamServer,
+  type StreamServer,
+  type StreamServerStats,
+} from "../stream-server.ts";
 import {
   DEFAULT_WHOSON_LIMITS,
   WHOSON_ERROR,
@@ -57,23 +59,15 @@ export interface WhosonServerOptions {
   maxConnections?: number;
   idleTimeoutMs?: number;
   closeTimeoutMs?: number;
-  maxPendingDatagrams?: number;
   limits?: WhosonLimits;
 }
 
-/** Counters for the lead's metrics; plain numbers, read them whenever. */
-export interface WhosonServerStats {
-  /** TCP connections open now. */
-  connections: number;
-  accepted: number;
-  /** TCP connections closed at once because `maxConnections` were open. */
-  rejected: number;
+/** Counters for the role's metrics; plain numbers, read them whenever. */
+export interface WhosonServerStats extends StreamServerStats {
   /** Peers outside `allow`: TCP connections refused plus datagrams dropped. */
   denied: number;
   /** Datagrams received, whatever became of them. */
   datagrams: number;
-  /** Datagrams dropped because `maxPendingDatagrams` answers were pending. */
-  datagramsDropped: number;
   /** Requests answered, TCP and UDP, of every kind below. */
   requests: number;
   /** `+<user>`. */
@@ -82,14 +76,12 @@ export interface WhosonServerStats {
   notLoggedIn: number;
   /** `*`: the mirror is stale and does not know the address. */
   stale: number;
-  /** `*`: `lookup` threw or rejected (logged as an error). */
+  /** `*`: `lookup` threw (logged as an error). */
   lookupErrors: number;
   /** `*`: LOGIN or LOGOUT. */
   refused: number;
   /** `*`: a verb that is not QUERY, LOGIN, LOGOUT or QUIT. */
   unknownCommands: number;
-  /** Broken or oversized requests: TCP connections closed, datagrams dropped. */
-  protocolErrors: number;
 }
 
 export interface WhosonServer {
@@ -101,10 +93,6 @@ export interface WhosonServer {
   close(): Promise<void>;
 }
 
-const DEFAULT_MAX_CONNECTIONS = 1000;
-const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
-const DEFAULT_CLOSE_TIMEOUT_MS = 2_000;
-const DEFAULT_MAX_PENDING_DATAGRAMS = 1000;
 /** Tries to find a port free for both TCP and UDP when port 0 was asked for. */
 const PORT_ATTEMPTS = 5;
 const ACCESS_DENIED = encodeWhosonReply({ status: WHOSON_ERROR, text: "Access denied" });
@@ -112,65 +100,18 @@ const ACCESS_DENIED = encodeWhosonReply({ status: WHOSON_ERROR, text: "Access de
 interface Settings {
   lookup: WhosonLookup;
   limits: WhosonLimits;
-  idleTimeoutMs: number;
-  log: Logger;
   stats: WhosonServerStats;
   allowed: (remoteAddress: string | undefined) => boolean;
-  observe: (outcome: WhosonOutcome, log: Logger) => void;
   /** Warnings a remote peer can cause in bulk: at most one a minute. */
   warn: (obj: object, msg: string) => void;
 }
 
 export async function startWhosonServer(options: WhosonServerOptions): Promise<WhosonServer> {
   const log = options.log.child({ module: "whoson" });
-  const stats = newStats();
-  const settings: Settings = {
-    lookup: options.lookup,
-    limits: options.limits ?? DEFAULT_WHOSON_LIMITS,
-    idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
-    log: options.log,
-    stats,
-    allowed: allowList(options.allow),
-    observe: (outcome, connLog) => {
-      observe(stats, outcome, connLog);
-    },
-    warn: rateLimited(log, 60_000),
-  };
-  const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-  const where = parseListenAddress(options.listen);
-  const udpPort = "port" in where && (options.udp ?? true) ? where.port : undefined;
-  const { server, connections, address, udp } = await listenBoth(
-    options.listen,
-    udpPort,
-    maxConnections,
-    settings,
-    log,
-  );
-  let udpAddress: string | undefined;
-  if (udp !== undefined) {
-    udpAddress = formatUdp(udp.address());
-    serveUdp(udp, settings, options.maxPendingDatagrams ?? DEFAULT_MAX_PENDING_DATAGRAMS, log);
-  }
-  log.info({ address, udpAddress, maxConnections }, "whoson server listening");
-
-  let closing: Promise<void> | undefined;
-  const closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
-  return {
-    address,
-    udpAddress,
-    stats,
-    close: () => (closing ??= shutdown(server, connections, udp, closeTimeoutMs)),
-  };
-}
-
-function newStats(): WhosonServerStats {
-  return {
-    connections: 0,
-    accepted: 0,
-    rejected: 0,
+  const stats: WhosonServerStats = {
+    ...newStreamServerStats(),
     denied: 0,
     datagrams: 0,
-    datagramsDropped: 0,
     requests: 0,
     leased: 0,
     notLoggedIn: 0,
@@ -178,7 +119,91 @@ function newStats(): WhosonServerStats {
     lookupErrors: 0,
     refused: 0,
     unknownCommands: 0,
-    protocolErrors: 0,
+  };
+  const settings: Settings = {
+    lookup: options.lookup,
+    limits: options.limits ?? DEFAULT_WHOSON_LIMITS,
+    stats,
+    allowed: allowList(options.allow),
+    warn: rateLimited(log, 60_000),
+  };
+  const where = parseListenAddress(options.listen);
+  const udpWanted = "port" in where && (options.udp ?? true);
+  // Binds TCP, then (if wanted) UDP on the same address and port. With port 0 the kernel picks
+  // the TCP port, which UDP may find taken: then both are given up and tried again.
+  for (let attempt = 1; ; attempt++) {
+    const tcp = await startTcp(options, settings);
+    if (!udpWanted) return whosonServer(tcp, undefined, stats);
+    try {
+      const udp = await bindUdp(tcp.address);
+      serveUdp(udp, settings, log);
+      const udpAddress = formatListenAddress(udp.address());
+      log.info({ address: udpAddress }, "whoson udp listening");
+      return whosonServer(tcp, udp, stats);
+    } catch (err) {
+      await tcp.close();
+      const retry = isErrno(err, "EADDRINUSE") && "port" in where && where.port === 0;
+      if (!retry || attempt >= PORT_ATTEMPTS) throw err;
+    }
+  }
+}
+
+function startTcp(options: WhosonServerOptions, settings: Settings): Promise<StreamServer> {
+  const { stats } = settings;
+  return startStreamServer({
+    name: "whoson",
+    listen: options.listen,
+    log: options.log,
+    maxConnections: options.maxConnections ?? 1000,
+    // gowhoson closes a session after 10 s without a request; whoson clients reconnect.
+    idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
+    closeTimeoutMs: options.closeTimeoutMs ?? 2_000,
+    stats,
+    refuse: (socket) => {
+      if (settings.allowed(socket.remoteAddress)) return undefined;
+      stats.denied++;
+      settings.warn({ peer: socket.remoteAddress }, "whoson connection from a peer not allowed");
+      return ACCESS_DENIED;
+    },
+    session: (connection) => {
+      const session = new WhosonSession({
+        lookup: settings.lookup,
+        limits: settings.limits,
+        observe: (outcome) => {
+          observe(stats, outcome, () => connection.log());
+        },
+      });
+      return {
+        receive: (chunk) => session.receive(chunk),
+        get buffered() {
+          return session.buffered;
+        },
+        get closed() {
+          return session.quit;
+        },
+      };
+    },
+  });
+}
+
+function whosonServer(
+  tcp: StreamServer,
+  udp: dgram.Socket | undefined,
+  stats: WhosonServerStats,
+): WhosonServer {
+  let closing: Promise<void> | undefined;
+  const close = async () => {
+    const udpClosed = new Promise<void>((resolve) => {
+      if (udp === undefined) resolve();
+      else udp.close(resolve);
+    });
+    await Promise.all([tcp.close(), udpClosed]);
+  };
+  return {
+    address: tcp.address,
+    udpAddress: udp === undefined ? undefined : formatListenAddress(udp.address()),
+    stats,
+    close: () => (closing ??= close()),
   };
 }
 
@@ -192,7 +217,7 @@ function allowList(allow: readonly Network[] | undefined): Settings["allowed"] {
 }
 
 /** Counts one answered request, TCP or UDP, and logs what needs a log line. */
-function observe(stats: WhosonServerStats, outcome: WhosonOutcome, log: Logger): void {
+function observe(stats: WhosonServerStats, outcome: WhosonOutcome, log: () => Logger): void {
   stats.requests++;
   switch (outcome.reason) {
     case "leased":
@@ -207,11 +232,11 @@ function observe(stats: WhosonServerStats, outcome: WhosonOutcome, log: Logger):
       break;
     case "lookup-failed":
       stats.lookupErrors++;
-      log.error({ err: outcome.error }, "whoson lookup failed; answered *");
+      log().error({ err: outcome.error }, "whoson lookup failed; answered *");
       break;
     case "refused":
       stats.refused++;
-      log.info({ verb: outcome.request.verb }, "whoson update refused");
+      log().info({ verb: outcome.request.verb }, "whoson update refused");
       break;
     case "unknown-command":
       stats.unknownCommands++;
@@ -219,70 +244,30 @@ function observe(stats: WhosonServerStats, outcome: WhosonOutcome, log: Logger):
     case "quit":
       break;
   }
-  if (log.isLevelEnabled("debug")) {
-    log.debug(
+  const debug = log();
+  if (debug.isLevelEnabled("debug")) {
+    debug.debug(
       { request: outcome.request, reply: outcome.reply, reason: outcome.reason },
       "whoson reply",
     );
   }
 }
 
-interface Bound {
-  server: net.Server;
-  connections: Set<WhosonConnection>;
-  address: string;
-  udp: dgram.Socket | undefined;
-}
-
-/**
- * Binds TCP, then (unless `udpPort` is undefined) UDP on the same address and port. With port 0
- * the kernel picks the TCP port, which UDP may find taken: then both are given up and tried again.
- */
-async function listenBoth(
-  listen: string,
-  udpPort: number | undefined,
-  maxConnections: number,
-  settings: Settings,
-  log: Logger,
-): Promise<Bound> {
-  for (let attempt = 1; ; attempt++) {
-    const server = net.createServer({ allowHalfOpen: true });
-    server.maxConnections = maxConnections;
-    const connections = track(server, settings, log);
-    const address = await bind(server, listen);
-    server.on("error", (err) => {
-      log.error({ err }, "whoson server error");
-    });
-    if (udpPort === undefined) return { server, connections, address, udp: undefined };
-    const tcp = server.address() as AddressInfo;
-    try {
-      return { server, connections, address, udp: await bindUdp(tcp) };
-    } catch (err) {
-      await new Promise((resolve) => server.close(resolve));
-      const retry = isErrno(err, "EADDRINUSE") && udpPort === 0 && attempt < PORT_ATTEMPTS;
-      if (!retry) throw err;
-    }
-  }
-}
-
-function bindUdp(tcp: AddressInfo): Promise<dgram.Socket> {
-  const socket = dgram.createSocket(tcp.family === "IPv6" ? "udp6" : "udp4");
+/** UDP on the TCP server's address and port. */
+function bindUdp(tcpAddress: string): Promise<dgram.Socket> {
+  const where = parseListenAddress(tcpAddress);
+  if (!("port" in where)) throw new Error(`whoson UDP needs a host:port, not ${tcpAddress}`);
+  const socket = dgram.createSocket(where.host.includes(":") ? "udp6" : "udp4");
   return new Promise((resolve, reject) => {
     socket.once("error", (err) => {
       socket.close();
       reject(err);
     });
-    socket.bind(tcp.port, tcp.address, () => {
+    socket.bind(where.port, where.host, () => {
       socket.removeAllListeners("error");
       resolve(socket);
     });
   });
-}
-
-function formatUdp(address: AddressInfo): string {
-  return address.family === "IPv6"
-    ? `[${address.address}]:${address.port}`
-    : `${address.address}:${address.port}`;
 }
 
 function isErrno(err: unknown, code: string): boolean {
@@ -290,9 +275,8 @@ function isErrno(err: unknown, code: string): boolean {
 }
 
 /** Answers each datagram with one datagram to its source. */
-function serveUdp(socket: dgram.Socket, settings: Settings, maxPending: number, log: Logger): void {
+function serveUdp(socket: dgram.Socket, settings: Settings, log: Logger): void {
   const { stats, warn } = settings;
-  let pending = 0;
   socket.on("error", (err) => {
     log.error({ err }, "whoson udp socket error");
   });
@@ -301,11 +285,6 @@ function serveUdp(socket: dgram.Socket, settings: Settings, maxPending: number, 
     if (!settings.allowed(rinfo.address)) {
       stats.denied++;
       warn({ peer: rinfo.address }, "whoson datagram from a peer not allowed; dropped");
-      return;
-    }
-    if (pending >= maxPending) {
-      stats.datagramsDropped++;
-      warn({ maxPending }, "whoson datagrams pending at the limit; dropped");
       return;
     }
     let request: WhosonRequest;
@@ -320,21 +299,14 @@ function serveUdp(socket: dgram.Socket, settings: Settings, maxPending: number, 
       }
       return;
     }
-    pending++;
-    const peerLog = log.child({ peer: `${rinfo.address}:${rinfo.port}`, transport: "udp" });
-    void answerWhoson(request, settings.lookup)
-      .then((outcome) => {
-        settings.observe(outcome, peerLog);
-        socket.send(encodeWhosonReply(outcome.reply), rinfo.port, rinfo.address, (err) => {
-          if (err) peerLog.debug({ err }, "whoson reply not sent");
-        });
-      })
-      .catch((err: unknown) => {
-        peerLog.error({ err }, "whoson reply failed");
-      })
-      .finally(() => {
-        pending--;
-      });
+    let peerLog: Logger | undefined;
+    const logOf = () =>
+      (peerLog ??= log.child({ peer: `${rinfo.address}:${rinfo.port}`, transport: "udp" }));
+    const outcome = answerWhoson(request, settings.lookup);
+    observe(stats, outcome, logOf);
+    socket.send(encodeWhosonReply(outcome.reply), rinfo.port, rinfo.address, (err) => {
+      if (err) logOf().debug({ err }, "whoson reply not sent");
+    });
   });
 }
 
@@ -352,170 +324,4 @@ function rateLimited(log: Logger, intervalMs: number): (obj: object, msg: string
     last = now;
     suppressed = 0;
   };
-}
-
-/** Serves each accepted socket and keeps the set of open ones; counts what maxConnections drops. */
-function track(server: net.Server, settings: Settings, log: Logger): Set<WhosonConnection> {
-  const { stats } = settings;
-  const connections = new Set<WhosonConnection>();
-  let atLimit = false;
-  let next = 0;
-  server.on("connection", (socket) => {
-    if (!settings.allowed(socket.remoteAddress)) {
-      stats.denied++;
-      settings.warn({ peer: socket.remoteAddress }, "whoson connection from a peer not allowed");
-      socket.on("error", () => undefined);
-      socket.end(ACCESS_DENIED);
-      return;
-    }
-    stats.accepted++;
-    stats.connections++;
-    const conn = new WhosonConnection(socket, ++next, settings);
-    connections.add(conn);
-    socket.once("close", () => {
-      connections.delete(conn);
-      stats.connections--;
-      atLimit = false;
-    });
-  });
-  // Node closes a connection beyond server.maxConnections before we see it, then emits "drop".
-  server.on("drop", (info) => {
-    stats.rejected++;
-    if (atLimit) return; // one warning per episode, not one per refused connection
-    atLimit = true;
-    const { maxConnections } = server;
-    log.warn({ maxConnections, peer: info?.remoteAddress }, "whoson connection limit reached");
-  });
-  return connections;
-}
-
-async function shutdown(
-  server: net.Server,
-  connections: Set<WhosonConnection>,
-  udp: dgram.Socket | undefined,
-  closeTimeoutMs: number,
-): Promise<void> {
-  const udpClosed = new Promise<void>((resolve) => {
-    if (udp === undefined) resolve();
-    else udp.close(resolve);
-  });
-  // server.close() calls back once the last connection is gone (or at once with an error if it
-  // was not listening, which changes nothing here).
-  const closed = new Promise<void>((resolve) => {
-    server.close(() => {
-      resolve();
-    });
-  });
-  for (const conn of connections) conn.shutdown();
-  const deadline = setTimeout(() => {
-    for (const conn of connections) conn.destroy();
-  }, closeTimeoutMs);
-  await Promise.all([closed, udpClosed]);
-  clearTimeout(deadline);
-}
-
-/** One accepted TCP or unix socket: feeds the session, writes replies, keeps the socket's rules. */
-class WhosonConnection {
-  readonly #socket: net.Socket;
-  readonly #session: WhosonSession;
-  readonly #log: Logger;
-  readonly #stats: WhosonServerStats;
-  /** Chunks handed to the session whose replies are not written yet. */
-  #pending = 0;
-  /** The kernel buffer is full; wait for "drain" before reading more. */
-  #blocked = false;
-  /** Peer ended its side, or the server is closing: finish pending replies, then end. */
-  #ending = false;
-
-  constructor(socket: net.Socket, id: number, settings: Settings) {
-    this.#socket = socket;
-    this.#stats = settings.stats;
-    this.#log = settings.log.child({ module: "whoson", conn: id, peer: peerOf(socket) });
-    this.#session = new WhosonSession({
-      lookup: settings.lookup,
-      limits: settings.limits,
-      observe: (outcome) => {
-        settings.observe(outcome, this.#log);
-      },
-    });
-    socket.setTimeout(settings.idleTimeoutMs);
-    socket.on("data", (chunk: Buffer) => void this.#receive(chunk));
-    socket.on("end", () => {
-      this.#endWhenIdle();
-    });
-    socket.on("timeout", () => {
-      this.#log.debug("whoson connection idle; closing");
-      socket.destroy();
-    });
-    socket.on("error", (err) => {
-      this.#log.debug({ err }, "whoson socket error");
-    });
-    socket.on("close", () => {
-      this.#log.debug("whoson connection closed");
-    });
-    this.#log.debug("whoson connection opened");
-  }
-
-  /** Server shutdown: answer what was asked, then end. */
-  shutdown(): void {
-    this.#socket.pause();
-    this.#endWhenIdle();
-  }
-
-  destroy(): void {
-    this.#socket.destroy();
-  }
-
-  async #receive(chunk: Buffer): Promise<void> {
-    this.#pending++;
-    this.#socket.pause();
-    try {
-      this.#write(await this.#session.receive(chunk));
-    } catch (err) {
-      this.#fail(err);
-    } finally {
-      this.#pending--;
-      this.#resumeOrEnd();
-    }
-  }
-
-  #write(reply: Buffer): void {
-    if (reply.length === 0 || !this.#socket.writable) return;
-    if (!this.#socket.write(reply)) {
-      this.#blocked = true;
-      this.#socket.once("drain", () => {
-        this.#blocked = false;
-        this.#resumeOrEnd();
-      });
-    }
-  }
-
-  #fail(err: unknown): void {
-    if (err instanceof ProtocolError) {
-      this.#stats.protocolErrors++;
-      this.#log.warn({ err }, "whoson protocol error; closing connection");
-    } else {
-      this.#log.error({ err }, "whoson reply failed; closing connection");
-    }
-    this.#socket.destroySoon(); // flush replies already written, then close
-  }
-
-  #resumeOrEnd(): void {
-    if (this.#pending > 0 || this.#blocked || this.#session.failed) return;
-    if (this.#ending || this.#session.quit) this.#socket.destroySoon();
-    else this.#socket.resume();
-  }
-
-  #endWhenIdle(): void {
-    this.#ending = true;
-    this.#resumeOrEnd();
-  }
-}
-
-function peerOf(socket: net.Socket): string {
-  const { remoteAddress, remotePort } = socket;
-  if (remoteAddress === undefined) return "unix";
-  return remoteAddress.includes(":")
-    ? `[${remoteAddress}]:${remotePort ?? 0}`
-    : `${remoteAddress}:${remotePort ?? 0}`;
 }

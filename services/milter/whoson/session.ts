@@ -15,8 +15,8 @@
  * - `QUIT`: `+QUIT OK`, then the connection ends (gowhoson's reply).
  * - anything else: `*Unknown command`.
  *
- * A TCP connection carries many requests; each gets exactly one reply, in request order, even
- * when the lookup is asynchronous. A ProtocolError (broken framing) fails the session and the
+ * A TCP connection carries many requests; each gets exactly one reply, in request order. A
+ * ProtocolError (broken framing) fails the session and the
  * caller must close the connection; a QUIT ends it after its reply.
  */
 import type { ClientAddress } from "../../../shared/address.ts";
@@ -38,8 +38,11 @@ import type { WhosonLimits, WhosonReply, WhosonRequest } from "./codec.ts";
 import type { LeaseAnswer } from "../lease-answer.ts";
 export type { LeaseAnswer };
 
-/** Answers for one client address; injected so the lead wires the decision in. */
-export type WhosonLookup = (address: ClientAddress) => LeaseAnswer | Promise<LeaseAnswer>;
+/**
+ * Answers for one client address; injected so the role wires the decision in. Synchronous: it
+ * reads an in-memory mirror.
+ */
+export type WhosonLookup = (address: ClientAddress) => LeaseAnswer;
 
 /** Why a reply was given: the label of a counter or a debug line. */
 export type WhosonReason =
@@ -83,11 +86,8 @@ export const MAX_USER_BYTES = 1024;
 
 const NOTHING = Buffer.alloc(0);
 
-/** The reply for one request, and why. Never rejects: a failed lookup is a `*` reply. */
-export async function answerWhoson(
-  request: WhosonRequest,
-  lookup: WhosonLookup,
-): Promise<WhosonOutcome> {
+/** The reply for one request, and why. Never throws: a failed lookup is a `*` reply. */
+export function answerWhoson(request: WhosonRequest, lookup: WhosonLookup): WhosonOutcome {
   const reply = (status: WhosonReply["status"], text: string, reason: WhosonReason) => ({
     request,
     reply: { status, text },
@@ -108,7 +108,7 @@ export async function answerWhoson(
   const address = tryParseAddress(request.args[0] ?? "");
   if (address === undefined) return reply(WHOSON_NEGATIVE, NOT_LOGGED_IN, "not-an-address");
   try {
-    const answer = await lookup(address);
+    const answer = lookup(address);
     switch (answer.kind) {
       case "leased":
         return reply(WHOSON_POSITIVE, cleanUser(answer.user ?? ""), "leased");
@@ -143,8 +143,6 @@ export class WhosonSession {
   #buffer: Buffer = NOTHING;
   #failed = false;
   #quit = false;
-  /** Settles when the previous receive() has; chains calls so replies keep request order. */
-  #previous: Promise<unknown> = Promise.resolve();
 
   constructor(options: WhosonSessionOptions) {
     this.#options = options;
@@ -156,7 +154,7 @@ export class WhosonSession {
     return this.#buffer.length;
   }
 
-  /** True once a receive() has rejected; the caller must close the connection. */
+  /** True once a receive() has thrown; the caller must close the connection. */
   get failed(): boolean {
     return this.#failed;
   }
@@ -167,22 +165,16 @@ export class WhosonSession {
   }
 
   /**
-   * Takes the next bytes from the peer. Resolves to the replies for every request they complete
-   * (empty if none), after the replies of earlier calls; nothing after a QUIT is read. Rejects
-   * with a ProtocolError on broken framing; later calls then resolve to nothing.
+   * Takes the next bytes from the peer; returns the replies for every request they complete
+   * (empty if none); nothing after a QUIT is read. Throws a ProtocolError on broken framing;
+   * later calls then return nothing.
    */
-  receive(chunk: Buffer): Promise<Buffer> {
-    const run = this.#previous.then(() => this.#process(chunk));
-    this.#previous = run.catch(() => undefined);
-    return run;
-  }
-
-  async #process(chunk: Buffer): Promise<Buffer> {
+  receive(chunk: Buffer): Buffer {
     if (this.#failed || this.#quit) return NOTHING;
     try {
       const replies: Buffer[] = [];
       for (const request of this.#decode(chunk)) {
-        const outcome = await answerWhoson(request, this.#options.lookup);
+        const outcome = answerWhoson(request, this.#options.lookup);
         this.#options.observe?.(outcome);
         replies.push(encodeWhosonReply(outcome.reply));
         if (outcome.reason === "quit") {
