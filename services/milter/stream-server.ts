@@ -1,8 +1,7 @@
 /**
  * The socket layer the request/reply front doors share (Postfix policy, socketmap, milter,
- * whoson over TCP): listen on a
- * TCP address or a unix socket, hand each connection's bytes to its session, write the replies,
- * and keep the rules below. A session is a synchronous state machine over bytes (the decision
+ * whoson over TCP): listen on a TCP address or a unix socket, hand each connection's bytes to its
+ * session, write the replies, and keep the rules below. A session is a synchronous state machine over bytes (the decision
  * reads an in-memory mirror): one `receive` per chunk, its replies written at once, no promise
  * and no pause per request; at an MTA's pace this layer is most of what a request costs.
  *
@@ -12,7 +11,9 @@
  * - `idleTimeoutMs`: a connection that sends nothing this long is closed (a dead peer, or an MTA
  *   that forgot it); each door picks a time longer than its MTA's own idle close. A session may
  *   name another time for its present phase (`timeoutMs`: the milter's negotiation and frames).
- * - A session that is over (`closed`: the milter's QUIT) ends the connection after its replies.
+ * - A session that is over (`closed`: a milter or whoson QUIT) ends the connection after its
+ *   replies.
+ * - A door may turn a peer away at once (`refuse`: whoson's allow list) with a last reply.
  * - A session throwing ProtocolError (bad framing, a limit) or anything else (an answer that
  *   failed): warning or error, `stats.protocolErrors` or `stats.answerErrors`, replies already
  *   written flushed, that connection closed; the others are unaffected.
