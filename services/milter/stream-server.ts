@@ -24,6 +24,7 @@
  *   still open after `closeTimeoutMs` is destroyed.
  */
 import net from "node:net";
+import { parseListenAddress } from "../../shared/listen-address.ts";
 import { bind } from "../../shared/listen.ts";
 import type { Logger } from "../../shared/log.ts";
 import { ProtocolError } from "../../shared/protocol-error.ts";
@@ -98,6 +99,9 @@ export function newStreamServerStats(): StreamServerStats {
 export async function startStreamServer(options: StreamServerOptions): Promise<StreamServer> {
   const log = options.log.child({ module: options.name });
   const stats = options.stats ?? newStreamServerStats();
+  // Keep-alive is for TCP peers; deciding it here spares a getpeername per connection.
+  const tcp = "port" in parseListenAddress(options.listen);
+  const perConnection = { ...options, keepAliveMs: tcp ? options.keepAliveMs : undefined };
   const server = net.createServer({ allowHalfOpen: true });
   server.maxConnections = options.maxConnections;
   const connections = new Set<Connection>();
@@ -112,7 +116,7 @@ export async function startStreamServer(options: StreamServerOptions): Promise<S
     }
     stats.accepted++;
     stats.connections++;
-    const connection = new Connection(socket, ++next, options, log, stats);
+    const connection = new Connection(socket, ++next, perConnection, log, stats);
     connections.add(connection);
     socket.once("close", () => {
       connections.delete(connection);
@@ -190,9 +194,7 @@ class Connection implements StreamConnection {
     this.#idleTimeoutMs = options.idleTimeoutMs;
     this.#session = options.session(this);
     if (options.noDelay === true) socket.setNoDelay(true);
-    if (options.keepAliveMs !== undefined && socket.remoteAddress !== undefined) {
-      socket.setKeepAlive(true, options.keepAliveMs);
-    }
+    if (options.keepAliveMs !== undefined) socket.setKeepAlive(true, options.keepAliveMs);
     this.#setTimeout();
     socket.on("data", (chunk: Buffer) => {
       this.#receive(chunk);

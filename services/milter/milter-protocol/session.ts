@@ -114,6 +114,22 @@ const CONTINUE: MilterReply = { type: "continue" };
 const ACCEPT: MilterReply = { type: "accept" };
 const NOTHING = Buffer.alloc(0);
 
+// REPLYCODE replies by their text: a session is made per SMTP connection, and formatting and
+// checking the same configured text again each time showed in the milter's profile.
+const replyCodes = new Map<string, MilterReply>();
+const MAX_CACHED_REPLY_CODES = 16;
+
+function replyCode(code: number, enhanced: string, text: string): MilterReply {
+  const key = `${code} ${enhanced} ${text}`;
+  let reply = replyCodes.get(key);
+  if (reply === undefined) {
+    reply = { type: "replycode", text: formatReplyCode(code, enhanced, text) };
+    if (replyCodes.size >= MAX_CACHED_REPLY_CODES) replyCodes.clear();
+    replyCodes.set(key, reply);
+  }
+  return reply;
+}
+
 export class MilterSession {
   readonly #options: MilterSessionOptions;
   readonly #maxFrameLength: number;
@@ -132,8 +148,8 @@ export class MilterSession {
     this.#options = options;
     this.#maxFrameLength = options.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH;
     const tempfailText = options.tempfailText ?? DEFAULT_TEMPFAIL_TEXT;
-    this.#reject = { type: "replycode", text: formatReplyCode(550, "5.7.1", options.rejectText) };
-    this.#tempfail = { type: "replycode", text: formatReplyCode(451, "4.7.1", tempfailText) };
+    this.#reject = replyCode(550, "5.7.1", options.rejectText);
+    this.#tempfail = replyCode(451, "4.7.1", tempfailText);
   }
 
   get negotiated(): Negotiated | undefined {

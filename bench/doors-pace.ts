@@ -1,0 +1,261 @@
+// CPU per request of the role's front doors at an MTA's pace, against the floors below it. A
+// benchmark, not a test: it prints figures and fails only when an answer is wrong.
+//
+// What Postfix costs the role is mostly per wake-up, not per byte: at 300 messages a second
+// every request or milter connection wakes the process on its own, with cold caches. So this
+// drives the real role process (`node services/cli.ts milter`, every door open) with our own MTA
+// clients, 20 at a time, paced to PACE operations a second in all, and reads the process's CPU
+// from /proc:
+//   milter     one connection per operation, as Postfix opens one per SMTP session: OPTNEG,
+//              CONNECT with Postfix's macros (accept at connect: 127.0.0.1 holds a lease), QUIT
+//   policy     one request per operation over 20 persistent connections, as smtpd keeps them
+//   socketmap  one lookup per operation over 20 persistent connections
+// and, for the milter, two floors on the same load:
+//   libmilter  bench/reference-milter/drac-milter.c (C, a thread per connection)
+//   bare node  a Node server answering OPTNEG and CONNECT with canned frames, no parsing: what a
+//              Node milter costs before it does anything
+// Run: `node bench/doors-pace.ts`. Knobs: BENCH_PACE (operations per second, default 300; 0 =
+// as fast as the clients go), BENCH_PACE_OPS (per run, 3000), BENCH_PACE_ROUNDS (3, best kept).
+// Needs nats-server (NATS_SERVER_BIN) and gcc + libmilter-dev (scripts/install-bench-tools.sh).
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFile, writeFile, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { freePort } from "../services/dev/nats-server.ts";
+import { CLI, relaylease } from "../test/support/cli.ts";
+import { MilterClient } from "../test/support/milter-client.ts";
+import { startTestNatsServer } from "../test/support/nats-server.ts";
+import { POSTFIX_RCPT_REQUEST, PolicyClient } from "../test/support/policy-client.ts";
+import { SocketmapClient } from "../test/support/socketmap-client.ts";
+import { waitFor } from "../test/support/wait.ts";
+
+const PACE = Number(process.env["BENCH_PACE"] ?? 300);
+const OPS = Number(process.env["BENCH_PACE_OPS"] ?? 3000);
+const ROUNDS = Number(process.env["BENCH_PACE_ROUNDS"] ?? 3);
+const CLIENTS = 20;
+const LEASED = "127.0.0.1";
+/** USER_HZ: /proc times are in these ticks. */
+const TICKS_PER_SECOND = 100;
+const BUILD = fileURLToPath(new URL("reference-milter/build.sh", import.meta.url));
+/** Postfix's CONNECT macros (mta-protocols.md): what our milter is handed per connection. */
+const CONNECT_MACROS = {
+  j: "mx.test.invalid",
+  _: `client [${LEASED}]`,
+  "{daemon_name}": "smtpd",
+  "{client_addr}": LEASED,
+};
+
+/** A milter answering OPTNEG and CONNECT with canned frames, QUIT by closing: Node's floor. */
+const BARE_MILTER = `
+import net from "node:net";
+const frame = (cmd, payload) => { const b = Buffer.alloc(5 + payload.length); b.writeUInt32BE(1 + payload.length, 0); b[4] = cmd.charCodeAt(0); payload.copy(b, 5); return b; };
+const optneg = Buffer.alloc(12); optneg.writeUInt32BE(6, 0); optneg.writeUInt32BE(0, 4); optneg.writeUInt32BE(0x37e, 8);
+const OPTNEG = frame("O", optneg), ACCEPT = frame("a", Buffer.alloc(0));
+net.createServer((s) => {
+  let buf = Buffer.alloc(0);
+  s.on("error", () => {});
+  s.on("data", (c) => {
+    buf = buf.length ? Buffer.concat([buf, c]) : c;
+    while (buf.length >= 5) {
+      const len = buf.readUInt32BE(0); if (buf.length < 4 + len) break;
+      const cmd = String.fromCharCode(buf[4]); buf = buf.subarray(4 + len);
+      if (cmd === "O") s.write(OPTNEG); else if (cmd === "C") s.write(ACCEPT); else if (cmd === "Q") { s.end(); return; }
+    }
+  });
+}).listen(Number(process.argv[1]), "127.0.0.1", () => console.log("ready"));
+`;
+
+type Cleanups = (() => Promise<unknown>)[];
+
+/** User and system CPU seconds of a process so far. */
+async function cpuOf(pid: number): Promise<{ user: number; system: number }> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  const f = stat
+    .slice(stat.lastIndexOf(")") + 2)
+    .split(" ")
+    .map(Number);
+  return { user: (f[11] ?? NaN) / TICKS_PER_SECOND, system: (f[12] ?? NaN) / TICKS_PER_SECOND };
+}
+
+function started(child: ChildProcess, cleanups: Cleanups): number {
+  cleanups.push(async () => {
+    child.kill("SIGTERM");
+    await sleep(200);
+  });
+  if (child.pid === undefined) throw new Error("a benchmark process did not start");
+  return child.pid;
+}
+
+/** Resolves once the child prints its first line (it listens). */
+function printedLine(child: ChildProcess): Promise<void> {
+  return new Promise((resolve, reject) => {
+    child.stdout?.once("data", () => {
+      resolve();
+    });
+    child.once("exit", (code) => {
+      reject(new Error(`exited ${String(code)} at start`));
+    });
+  });
+}
+
+async function build(name: string): Promise<string> {
+  const b = spawn("bash", [BUILD, name], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  b.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+  const code = await new Promise((resolve) => b.on("exit", resolve));
+  if (code !== 0) throw new Error(`${BUILD} ${name} exited ${String(code)}`);
+  return out.trim();
+}
+
+/** Runs OPS operations, CLIENTS at a time, paced; the process's CPU per operation in µs. */
+async function measure(pid: number, op: (i: number) => Promise<void>) {
+  for (let i = 0; i < OPS / 10; i++) await op(i); // warm-up
+  await sleep(300);
+  const before = await cpuOf(pid);
+  const t0 = performance.now();
+  let next = 0;
+  const gapMs = PACE > 0 ? (CLIENTS * 1000) / PACE : 0;
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async () => {
+      while (next < OPS) {
+        const began = performance.now();
+        await op(next++);
+        const wait = gapMs - (performance.now() - began);
+        if (wait > 0) await sleep(wait);
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  await sleep(300);
+  const after = await cpuOf(pid);
+  const us = (s: number) => (s * 1e6) / OPS;
+  return {
+    rate: OPS / seconds,
+    user: us(after.user - before.user),
+    system: us(after.system - before.system),
+  };
+}
+
+async function milterSession(port: number): Promise<void> {
+  const c = await MilterClient.connect(`127.0.0.1:${port}`);
+  await c.negotiate();
+  const reply = await c.connectStep({ family: "4", address: LEASED, port: 40000 }, CONNECT_MACROS);
+  if (reply?.type !== "accept") throw new Error(`milter answered ${JSON.stringify(reply)}`);
+  await c.send({ type: "quit" });
+  await c.closed;
+}
+
+async function main(cleanups: Cleanups): Promise<void> {
+  const nats = await startTestNatsServer();
+  cleanups.push(() => nats.stop());
+  const env = { RELAYLEASE_NATS_URL: nats.url, RELAYLEASE_NEVER_LEASE: "192.0.2.0/24" };
+  for (const args of [["setup"], ["grant", LEASED, "--ttl", "1h"]]) {
+    const r = await relaylease(args, env);
+    if (r.code !== 0) throw new Error(`relaylease ${args.join(" ")}: ${r.stderr}`);
+  }
+  const port = { policy: 0, socketmap: 0, milter: 0, metrics: 0, libmilter: 0, bare: 0 };
+  for (const k of Object.keys(port) as (keyof typeof port)[]) port[k] = await freePort();
+  const role = spawn(process.execPath, [CLI, "milter"], {
+    env: {
+      ...process.env,
+      ...env,
+      RELAYLEASE_POLICY_LISTEN: `127.0.0.1:${port.policy}`,
+      RELAYLEASE_SOCKETMAP_LISTEN: `127.0.0.1:${port.socketmap}`,
+      RELAYLEASE_MILTER_LISTEN: `127.0.0.1:${port.milter}`,
+      RELAYLEASE_METRICS_LISTEN: `127.0.0.1:${port.metrics}`,
+      RELAYLEASE_LOCAL_DOMAINS: "mx.test.invalid",
+      RELAYLEASE_ACCEPT_AT: "connect",
+      RELAYLEASE_STALE_AFTER: "1h", // no authorizer sends heartbeats here
+      LOG_LEVEL: "error",
+    },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const rolePid = started(role, cleanups);
+  await waitFor(
+    async () =>
+      (await fetch(`http://127.0.0.1:${port.metrics}/readyz`).catch(() => undefined))?.status ===
+      200,
+    30_000,
+    "the role's /readyz",
+    50,
+  );
+  const dir = await mkdtemp(path.join(tmpdir(), "relaylease-bench-pace-"));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const leasedFile = path.join(dir, "leased.txt");
+  await writeFile(leasedFile, `${LEASED}\n`);
+  const libmilter = spawn(
+    await build("drac-milter"),
+    ["-p", `inet:${port.libmilter}@127.0.0.1`, "-f", leasedFile],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  const libmilterPid = started(libmilter, cleanups);
+  await printedLine(libmilter);
+  const bare = spawn(
+    process.execPath,
+    ["--input-type=module", "-e", BARE_MILTER, String(port.bare)],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  const barePid = started(bare, cleanups);
+  await printedLine(bare);
+
+  const policy = await Promise.all(
+    Array.from({ length: CLIENTS }, () => PolicyClient.connect(`127.0.0.1:${port.policy}`)),
+  );
+  const socketmap = await Promise.all(
+    Array.from({ length: CLIENTS }, () => SocketmapClient.connect(`127.0.0.1:${port.socketmap}`)),
+  );
+  cleanups.push(() => Promise.all([...policy, ...socketmap].map((c) => c.close())));
+  const runs: [string, number, (i: number) => Promise<void>][] = [
+    ["relaylease milter (connection)", rolePid, () => milterSession(port.milter)],
+    ["libmilter reference, C", libmilterPid, () => milterSession(port.libmilter)],
+    ["bare Node milter, canned frames", barePid, () => milterSession(port.bare)],
+    [
+      "relaylease policy (request)",
+      rolePid,
+      async (i) => {
+        const action = await policy[i % CLIENTS]?.query({
+          ...POSTFIX_RCPT_REQUEST,
+          client_address: LEASED,
+        });
+        if (action !== "OK") throw new Error(`policy answered ${String(action)}`);
+      },
+    ],
+    [
+      "relaylease socketmap (lookup)",
+      rolePid,
+      async (i) => {
+        const reply = await socketmap[i % CLIENTS]?.lookup("drac", LEASED);
+        if (reply?.status !== "OK") throw new Error(`socketmap answered ${JSON.stringify(reply)}`);
+      },
+    ],
+  ];
+  const best = new Map<string, { rate: number; user: number; system: number }>();
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [name, pid, op] of runs) {
+      const r = await measure(pid, op);
+      const had = best.get(name);
+      if (had === undefined || r.user + r.system < had.user + had.system) best.set(name, r);
+    }
+  }
+  const pace = PACE > 0 ? `${PACE}/s in all` : "as fast as the clients go";
+  process.stdout.write(
+    `CPU per operation of the answering process, ${CLIENTS} clients, ${pace}, ${OPS} per run, best of ${ROUNDS}\n`,
+  );
+  for (const [name, r] of best) {
+    const cpu = `${(r.user + r.system).toFixed(0)} µs (user ${r.user.toFixed(0)}, sys ${r.system.toFixed(0)})`;
+    process.stdout.write(`${name.padEnd(34)} ${r.rate.toFixed(0).padStart(6)}/s  ${cpu}\n`);
+  }
+}
+
+const cleanups: Cleanups = [];
+try {
+  await main(cleanups);
+} finally {
+  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+}
