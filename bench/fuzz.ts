@@ -824,7 +824,7 @@ function whosonTarget(): Target {
   };
   const sessions = new Sessions(
     () => new WhosonSession({ lookup }),
-    (s) => s.failed || s.quit,
+    (s) => s.failed || s.closed,
   );
   return {
     name: "whoson",
@@ -840,7 +840,7 @@ function whosonTarget(): Target {
       const s = sessions.get();
       for (const chunk of chunks(input, r)) {
         guard(t, "session", () => s.receive(chunk));
-        if (s.failed || s.quit) break;
+        if (s.failed || s.closed) break;
       }
     },
     reset: () => {

@@ -165,24 +165,14 @@ function startTcp(options: WhosonServerOptions, settings: Settings): Promise<Str
       settings.warn({ peer: socket.remoteAddress }, "whoson connection from a peer not allowed");
       return ACCESS_DENIED;
     },
-    session: (connection) => {
-      const session = new WhosonSession({
+    session: (connection) =>
+      new WhosonSession({
         lookup: settings.lookup,
         limits: settings.limits,
         observe: (outcome) => {
           observe(stats, outcome, () => connection.log());
         },
-      });
-      return {
-        receive: (chunk) => session.receive(chunk),
-        get buffered() {
-          return session.buffered;
-        },
-        get closed() {
-          return session.quit;
-        },
-      };
-    },
+      }),
   });
 }
 

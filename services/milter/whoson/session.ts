@@ -142,7 +142,7 @@ export class WhosonSession {
   readonly #limits: WhosonLimits;
   #buffer: Buffer = NOTHING;
   #failed = false;
-  #quit = false;
+  #closed = false;
 
   constructor(options: WhosonSessionOptions) {
     this.#options = options;
@@ -160,8 +160,8 @@ export class WhosonSession {
   }
 
   /** True once a QUIT was answered: write its reply, then end the connection. */
-  get quit(): boolean {
-    return this.#quit;
+  get closed(): boolean {
+    return this.#closed;
   }
 
   /**
@@ -170,7 +170,7 @@ export class WhosonSession {
    * later calls then return nothing.
    */
   receive(chunk: Buffer): Buffer {
-    if (this.#failed || this.#quit) return NOTHING;
+    if (this.#failed || this.#closed) return NOTHING;
     try {
       const replies: Buffer[] = [];
       for (const request of this.#decode(chunk)) {
@@ -178,7 +178,7 @@ export class WhosonSession {
         this.#options.observe?.(outcome);
         replies.push(encodeWhosonReply(outcome.reply));
         if (outcome.reason === "quit") {
-          this.#quit = true;
+          this.#closed = true;
           this.#buffer = NOTHING;
           break;
         }

@@ -138,7 +138,7 @@ describe("WhosonSession", () => {
       Buffer.from("QUERY 203.0.113.5\r\n\r\nQUIT\r\n\r\nQUERY 203.0.113.5\r\n\r\n"),
     );
     assert.equal(replies.toString(), "+alice\r\n\r\n+QUIT OK\r\n\r\n");
-    assert.equal(session.quit, true);
+    assert.equal(session.closed, true);
     assert.equal(session.buffered, 0);
     assert.equal(session.receive(Buffer.from("QUERY 1.2.3.4\r\n\r\n")).length, 0);
   });
