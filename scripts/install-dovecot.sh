@@ -17,11 +17,7 @@
 # Needs root (or sudo without a password). Exit 0: Dovecot is usable; non-zero: it is not.
 set -euo pipefail
 
-log() { printf 'install-dovecot.sh: %s\n' "$*" >&2; }
-die() {
-  log "$*"
-  exit 1
-}
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 readonly PACKAGES=(dovecot-core dovecot-pop3d dovecot-imapd)
 # What the tests run; the packages ship all of them.
@@ -43,30 +39,7 @@ if installed; then
   exit 0
 fi
 
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || die "must run as root (or with sudo) to install dovecot"
-  SUDO=(sudo -n)
-fi
-command -v apt-get >/dev/null || die "apt-get not found: install dovecot 2.3 (pop3d, imapd) by hand"
-
-readonly POLICY=/usr/sbin/policy-rc.d
-backup=""
-restore_policy() {
-  if [ -n "$backup" ]; then
-    "${SUDO[@]}" mv -f "$backup" "$POLICY"
-  else
-    "${SUDO[@]}" rm -f "$POLICY"
-  fi
-}
-if [ -e "$POLICY" ]; then
-  backup="$("${SUDO[@]}" mktemp /usr/sbin/policy-rc.d.relaylease.XXXXXX)"
-  "${SUDO[@]}" cp -p "$POLICY" "$backup"
-fi
-trap restore_policy EXIT
-printf '#!/bin/sh\n# relaylease scripts/install-dovecot.sh: start no services while installing\nexit 101\n' |
-  "${SUDO[@]}" tee "$POLICY" >/dev/null
-"${SUDO[@]}" chmod 0755 "$POLICY"
+apt_prepare "dovecot 2.3 (pop3d, imapd)"
 
 # Whether dovecot-core was there before: only then is its service state someone else's choice.
 core_was_installed=no
@@ -74,16 +47,7 @@ if dpkg-query -W -f='${Status}' dovecot-core 2>/dev/null | grep -q '^install ok 
   core_was_installed=yes
 fi
 
-# Another apt run (unattended upgrades, a parallel job) may hold the dpkg lock: wait for it.
-apt=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=600
-  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-# An update is needed only on a machine that never fetched the package lists, or whose lists
-# predate the current package version; try without one first.
-if ! "${apt[@]}" install --no-install-recommends "${PACKAGES[@]}" >/dev/null 2>&1; then
-  log "apt-get update"
-  "${SUDO[@]}" apt-get -q -o DPkg::Lock::Timeout=600 update >/dev/null
-  "${apt[@]}" install --no-install-recommends "${PACKAGES[@]}" >/dev/null
-fi
+apt_install "${PACKAGES[@]}"
 
 if [ "$core_was_installed" = no ]; then
   # deb-systemd-helper disable removes the links whether or not systemd runs, and remembers the
