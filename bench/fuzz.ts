@@ -1449,6 +1449,26 @@ interface GoodSession {
   close(): Promise<void>;
 }
 
+/** A good session over one client: `connect` at open, `round` each round, closed at the end. */
+function clientSession<C extends { close(): Promise<unknown> }>(
+  connect: () => Promise<C>,
+  round: (client: C) => Promise<number>,
+): GoodSession {
+  let client: C | undefined;
+  return {
+    open: async () => {
+      client = await connect();
+    },
+    round: () => {
+      if (client === undefined) throw new Error("not connected");
+      return round(client);
+    },
+    close: async () => {
+      await client?.close();
+    },
+  };
+}
+
 interface Setup {
   hammers: Hammer[];
   good: GoodSession;
@@ -1569,22 +1589,14 @@ const policyScenario: Scenario = {
       answer: policyAnswer,
       log: silent,
     });
-    let client: PolicyClient | undefined;
-    const good: GoodSession = {
-      open: async () => {
-        client = await PolicyClient.connect(server.address);
-      },
-      round: async () => {
-        const c = client;
-        if (c === undefined) throw new Error("not connected");
+    const good = clientSession(
+      () => PolicyClient.connect(server.address),
+      async (c) => {
         expect("leased", await c.query({ ...POSTFIX_RCPT_REQUEST, client_address: LEASED }), "OK");
         expect("other", await c.query({ ...POSTFIX_RCPT_REQUEST, client_address: OTHER }), "DUNNO");
         return 2;
       },
-      close: async () => {
-        await client?.close();
-      },
-    };
+    );
     return {
       hammers: [tcpHammer("connections", server.address, n, TARGETS.policy, r)],
       good,
@@ -1603,15 +1615,10 @@ const socketmapScenario: Scenario = {
       lookup: (a) => clientAnswer(a.text),
       log: silent,
     });
-    let client: SocketmapClient | undefined;
     const expiry = String(Math.floor(FAR / 1000));
-    const good: GoodSession = {
-      open: async () => {
-        client = await SocketmapClient.connect(server.address);
-      },
-      round: async () => {
-        const c = client;
-        if (c === undefined) throw new Error("not connected");
+    const good = clientSession(
+      () => SocketmapClient.connect(server.address),
+      async (c) => {
         expect(
           "leased",
           JSON.stringify(await c.lookup("drac", LEASED)),
@@ -1620,10 +1627,7 @@ const socketmapScenario: Scenario = {
         expect("other", (await c.lookup("drac", OTHER)).status, "NOTFOUND");
         return 2;
       },
-      close: async () => {
-        await client?.close();
-      },
-    };
+    );
     return {
       hammers: [tcpHammer("connections", server.address, n, TARGETS.socketmap, r)],
       good,
