@@ -29,11 +29,12 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants, readFileSync } from "node:fs";
-import { access, chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { access, chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { Socket, connect } from "node:net";
 import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { LOG_TAIL_LINES, logTail, logTailSync } from "./log-tail.ts";
 import { freePort } from "../../services/dev/nats-server.ts";
 
 const DOVECOT = "/usr/sbin/dovecot";
@@ -41,7 +42,6 @@ const NEEDED = [DOVECOT, "/usr/lib/dovecot/pop3-login", "/usr/lib/dovecot/imap-l
 const COMMAND_TIMEOUT_MS = 10_000;
 const READY_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 10_000;
-const LOG_TAIL_LINES = 40;
 /** Bytes of the master's stderr kept for failure messages. */
 const STDERR_TAIL_BYTES = 8192;
 /** Starts that lose the race for a chosen port (freePort cannot reserve it) are retried. */
@@ -197,13 +197,8 @@ export class ThrowawayDovecot {
   }
 
   /** Last lines of the log file ("" before there is one). */
-  async logTail(lines = LOG_TAIL_LINES): Promise<string> {
-    try {
-      const text = await readFile(this.logPath, "utf8");
-      return text.trimEnd().split("\n").slice(-lines).join("\n");
-    } catch {
-      return "";
-    }
+  logTail(lines = LOG_TAIL_LINES): Promise<string> {
+    return logTail(this.logPath, lines);
   }
 
   /** Resolves once a line of the log file matches `pattern`. */
@@ -379,7 +374,7 @@ service stats {
     // Synchronous tail: error paths must not need another await to be useful.
     const stderr = this.#stderr.trim();
     return new DovecotError(
-      `${message}\n--- ${this.logPath} (tail) ---\n${tailSync(this.logPath)}` +
+      `${message}\n--- ${this.logPath} (tail) ---\n${logTailSync(this.logPath, "(no log file)")}` +
         (stderr === "" ? "" : `\n--- dovecot stderr ---\n${stderr}`),
       { cause },
     );
@@ -433,15 +428,6 @@ function greetingOf(host: string, port: number): Promise<string | undefined> {
       done(undefined);
     });
   });
-}
-
-function tailSync(file: string): string {
-  try {
-    const text = readFileSync(file, "utf8");
-    return text.trimEnd().split("\n").slice(-LOG_TAIL_LINES).join("\n");
-  } catch {
-    return "(no log file)";
-  }
 }
 
 /** Mail is stored as nobody:nogroup, as in the reference's throwaway setup. */

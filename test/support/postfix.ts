@@ -17,7 +17,7 @@
  * that exits without cleanup still sends the master SIGTERM from an 'exit' hook.
  */
 import { execFile } from "node:child_process";
-import { constants as fsConstants, readFileSync } from "node:fs";
+import { constants as fsConstants } from "node:fs";
 import {
   access,
   chmod,
@@ -32,6 +32,7 @@ import {
 import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { LOG_TAIL_LINES, logTail, logTailSync } from "./log-tail.ts";
 import { freePort } from "../../services/dev/nats-server.ts";
 import { SmtpClient } from "./smtp-client.ts";
 
@@ -41,7 +42,6 @@ const DAEMON_DIRECTORY = "/usr/lib/postfix/sbin";
 const COMMAND_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
 const RELOAD_TIMEOUT_MS = 10_000;
-const LOG_TAIL_LINES = 40;
 /** Starts that lose the race for the chosen port (freePort cannot reserve it) are retried. */
 const START_ATTEMPTS = 3;
 
@@ -205,13 +205,8 @@ export class ThrowawayPostfix {
   }
 
   /** Last lines of the instance's maillog ("" before it has one). */
-  async maillogTail(lines = LOG_TAIL_LINES): Promise<string> {
-    try {
-      const text = await readFile(this.maillog, "utf8");
-      return text.trimEnd().split("\n").slice(-lines).join("\n");
-    } catch {
-      return "";
-    }
+  maillogTail(lines = LOG_TAIL_LINES): Promise<string> {
+    return logTail(this.maillog, lines);
   }
 
   /** For the process 'exit' hook only: synchronous, best effort. */
@@ -358,20 +353,11 @@ export class ThrowawayPostfix {
   #error(message: string, cause?: unknown): PostfixError {
     // Synchronous tail: error paths must not need another await to be useful.
     return new PostfixError(
-      `${message}\n--- ${this.maillog} (tail) ---\n${tailSync(this.maillog)}`,
+      `${message}\n--- ${this.maillog} (tail) ---\n${logTailSync(this.maillog, "(no maillog)")}`,
       {
         cause,
       },
     );
-  }
-}
-
-function tailSync(file: string): string {
-  try {
-    const text = readFileSync(file, "utf8");
-    return text.trimEnd().split("\n").slice(-LOG_TAIL_LINES).join("\n");
-  } catch {
-    return "(no maillog)";
   }
 }
 
