@@ -5,11 +5,10 @@ import { performance } from "node:perf_hooks";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { AUTHORIZER_DURABLE } from "../shared/contract.ts";
-import { provision } from "../shared/provision.ts";
 import { startAuthorizer } from "../services/authorizer/authorizer.ts";
 import { LoginPublisher } from "../services/watcher/publisher.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
-import { roleConfig, startRoles } from "../test/support/role-harness.ts";
+import { roleConfig, startRoles, provisionForTest } from "../test/support/role-harness.ts";
 
 export async function benchAuthorizer(
   report: (name: string, n: number, s: number) => void,
@@ -17,12 +16,8 @@ export async function benchAuthorizer(
   const server = await startTestNatsServer();
   const nc = await connect({ servers: server.url });
   try {
-    await provision(nc, {
-      stream: "RELAY_LOGINS",
-      bucket: "relay-leases",
-      replicas: 1,
+    await provisionForTest(nc, {
       maxLeaseTtlMs: 1_800_000,
-      perMessageTtl: true,
     });
     const publisher = new LoginPublisher(jetstream(nc), "bench");
     const n = 20_000;

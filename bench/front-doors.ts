@@ -10,7 +10,6 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { kvSubject } from "../shared/contract.ts";
 import { encodeLease } from "../shared/lease.ts";
 import { createLogger } from "../shared/log.ts";
-import { provision } from "../shared/provision.ts";
 import { startMilter, TracedDecider, type Milter } from "../services/milter/milter.ts";
 import { LeaseMirror } from "../services/milter/mirror.ts";
 import { decisionConfigOf } from "../services/milter/settings.ts";
@@ -21,7 +20,7 @@ import { waitFor } from "../test/support/wait.ts";
 import { freePort } from "../services/dev/nats-server.ts";
 import { spawn } from "node:child_process";
 import { PolicyClient } from "../test/support/policy-client.ts";
-import { roleConfig, startRoles } from "../test/support/role-harness.ts";
+import { roleConfig, startRoles, provisionForTest } from "../test/support/role-harness.ts";
 
 export type Report = (name: string, n: number, seconds: number, latenciesMs?: number[]) => void;
 
@@ -65,12 +64,8 @@ async function withServer(
   const server = await startTestNatsServer();
   const nc = await connect({ servers: server.url });
   try {
-    await provision(nc, {
-      stream: "RELAY_LOGINS",
-      bucket: "relay-leases",
-      replicas: 1,
+    await provisionForTest(nc, {
       maxLeaseTtlMs: 3_600_000,
-      perMessageTtl: true,
     });
     await fillBucket(nc, leases);
     await use(nc, server.url);

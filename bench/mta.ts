@@ -44,7 +44,6 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { freePort } from "../services/dev/nats-server.ts";
-import { provision } from "../shared/provision.ts";
 import { CLI, relaylease } from "../test/support/cli.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import {
@@ -57,6 +56,7 @@ import {
 } from "../test/support/postfix.ts";
 import { tryEnvelope } from "../test/support/smtp-client.ts";
 import { waitFor } from "../test/support/wait.ts";
+import { provisionForTest } from "../test/support/role-harness.ts";
 
 const MESSAGES = positive("BENCH_MTA_MESSAGES", 4000);
 const SESSIONS = positive("BENCH_MTA_SESSIONS", 20);
@@ -548,12 +548,8 @@ async function startNatsWithLease(cleanups: Cleanups): Promise<string> {
   cleanups.push(() => nats.cleanup());
   const nc = await connect({ servers: nats.url });
   try {
-    await provision(nc, {
-      stream: "RELAY_LOGINS",
-      bucket: "relay-leases",
-      replicas: 1,
+    await provisionForTest(nc, {
       maxLeaseTtlMs: 3_600_000,
-      perMessageTtl: true,
     });
   } finally {
     await nc.close();

@@ -16,10 +16,9 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { valueOf } from "../../services/authorizer/lease-writer.ts";
 import { startAuthorizer } from "../../services/authorizer/authorizer.ts";
 import { startWatcher, type Watcher } from "../../services/watcher/watcher.ts";
-import { provision } from "../../shared/provision.ts";
 import { build, missingToolchain } from "../support/libtirpc-client.ts";
 import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.ts";
-import { roleConfig, startRoles, type Harness } from "../support/role-harness.ts";
+import { roleConfig, startRoles, type Harness, provisionForTest } from "../support/role-harness.ts";
 import { waitFor } from "../support/wait.ts";
 
 const run = promisify(execFile);
@@ -42,12 +41,8 @@ describe("DRAC through the watcher, as dracauth() calls", { skip: missing }, () 
     );
     server = await startTestNatsServer();
     nc = await connect({ servers: server.url });
-    await provision(nc, {
-      stream: "RELAY_LOGINS",
-      bucket: "relay-leases",
-      replicas: 1,
+    await provisionForTest(nc, {
       maxLeaseTtlMs: 1_800_000,
-      perMessageTtl: true,
     });
     kv = await new Kvm(jetstream(nc)).open("relay-leases");
     const config = roleConfig(server.url, {

@@ -14,7 +14,6 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { startAuthorizer } from "../../services/authorizer/authorizer.ts";
 import { startMilter, type Milter } from "../../services/milter/milter.ts";
 import { LoginPublisher } from "../../services/watcher/publisher.ts";
-import { provision } from "../../shared/provision.ts";
 import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.ts";
 import {
   LOCAL_DOMAIN,
@@ -25,7 +24,7 @@ import {
   type PostfixSettings,
   type ThrowawayPostfix,
 } from "../support/postfix.ts";
-import { roleConfig, startRoles, type Harness } from "../support/role-harness.ts";
+import { roleConfig, startRoles, type Harness, provisionForTest } from "../support/role-harness.ts";
 import { tryEnvelope } from "../support/smtp-client.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -147,12 +146,8 @@ describe("Postfix end to end", { skip: unavailable ?? false }, () => {
       before(async () => {
         nats = await startTestNatsServer();
         nc = await connect({ servers: nats.url });
-        await provision(nc, {
-          stream: "RELAY_LOGINS",
-          bucket: "relay-leases",
-          replicas: 1,
+        await provisionForTest(nc, {
           maxLeaseTtlMs: 600_000,
-          perMessageTtl: true,
         });
         const config = roleConfig(nats.url, {
           RELAYLEASE_LEASE_TTL: "10m",

@@ -12,12 +12,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { provision } from "../../shared/provision.ts";
 import { startAuthorizer } from "../../services/authorizer/authorizer.ts";
 import { startMilter, type Milter } from "../../services/milter/milter.ts";
 import { LoginPublisher } from "../../services/watcher/publisher.ts";
 import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.ts";
-import { roleConfig, startRoles, type Harness } from "../support/role-harness.ts";
+import { roleConfig, startRoles, type Harness, provisionForTest } from "../support/role-harness.ts";
 import {
   SENDMAIL_HOSTNAME,
   findSendmail,
@@ -62,12 +61,8 @@ describe("Sendmail with relaylease", { skip: sendmail.ok ? false : sendmail.reas
     cleanups.push(async () => {
       if (!nc.isClosed()) await nc.close();
     });
-    await provision(nc, {
-      stream: "RELAY_LOGINS",
-      bucket: "relay-leases",
-      replicas: 1,
+    await provisionForTest(nc, {
       maxLeaseTtlMs: 600_000,
-      perMessageTtl: true,
     });
     const config = roleConfig(nats.url, {
       RELAYLEASE_LEASE_TTL: "10m",

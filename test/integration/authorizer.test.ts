@@ -8,12 +8,11 @@ import { KvWatchInclude, Kvm, type KV, type KvWatchEntry } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { leaseKey, parseAddress } from "../../shared/address.ts";
 import { decodeBucketValue } from "../../shared/bucket-value.ts";
-import { provision } from "../../shared/provision.ts";
 import { startAuthorizer } from "../../services/authorizer/authorizer.ts";
 import { LoginPublisher, type LoginReport } from "../../services/watcher/publisher.ts";
 import { relaylease } from "../support/cli.ts";
 import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.ts";
-import { roleConfig, startRoles, type Harness } from "../support/role-harness.ts";
+import { roleConfig, startRoles, type Harness, provisionForTest } from "../support/role-harness.ts";
 import { waitFor } from "../support/wait.ts";
 
 describe("authorizer", () => {
@@ -28,12 +27,8 @@ describe("authorizer", () => {
     server = await startTestNatsServer();
     nc = await connect({ servers: server.url });
     js = jetstream(nc);
-    await provision(nc, {
-      stream: "RELAY_LOGINS",
-      bucket: "relay-leases",
-      replicas: 1,
+    await provisionForTest(nc, {
       maxLeaseTtlMs: 600_000,
-      perMessageTtl: true,
     });
     kv = await new Kvm(js).open("relay-leases");
     const config = roleConfig(server.url, {

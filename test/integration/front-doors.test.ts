@@ -6,13 +6,12 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { provision } from "../../shared/provision.ts";
 import { startAuthorizer } from "../../services/authorizer/authorizer.ts";
 import { POLICY_DEFER_ACTION, startMilter, type Milter } from "../../services/milter/milter.ts";
 import { LoginPublisher } from "../../services/watcher/publisher.ts";
 import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.ts";
 import { PolicyClient } from "../support/policy-client.ts";
-import { roleConfig, startRoles, type Harness } from "../support/role-harness.ts";
+import { roleConfig, startRoles, type Harness, provisionForTest } from "../support/role-harness.ts";
 import { SocketmapClient } from "../support/socketmap-client.ts";
 import { WhosonTcpClient, WhosonUdpClient } from "../support/whoson-client.ts";
 import { waitFor } from "../support/wait.ts";
@@ -33,12 +32,8 @@ describe("front doors of the milter role", () => {
   before(async () => {
     server = await startTestNatsServer();
     const nc = await connect({ servers: server.url });
-    await provision(nc, {
-      stream: "RELAY_LOGINS",
-      bucket: "relay-leases",
-      replicas: 1,
+    await provisionForTest(nc, {
       maxLeaseTtlMs: 600_000,
-      perMessageTtl: true,
     });
     const config = roleConfig(server.url, {
       RELAYLEASE_LEASE_TTL: "10m",

@@ -11,14 +11,13 @@ import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { leaseKey, parseAddress } from "../../shared/address.ts";
 import { AUTHORIZER_DURABLE } from "../../shared/contract.ts";
-import { provision } from "../../shared/provision.ts";
 import { readAddressEntries } from "../../services/admin/bucket.ts";
 import { startAuthorizer } from "../../services/authorizer/authorizer.ts";
 import { freePort } from "../../services/dev/nats-server.ts";
 import { LoginPublisher, type LoginReport } from "../../services/watcher/publisher.ts";
 import { CLI } from "../support/cli.ts";
 import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.ts";
-import { roleConfig, startRoles, type Harness } from "../support/role-harness.ts";
+import { roleConfig, startRoles, type Harness, provisionForTest } from "../support/role-harness.ts";
 import { waitFor } from "../support/wait.ts";
 
 const TTL_MS = 3_600_000;
@@ -71,12 +70,8 @@ describe("two authorizers, 10 000 events, one killed mid-stream", () => {
   before(async () => {
     server = await startTestNatsServer();
     nc = await connect({ servers: server.url });
-    await provision(nc, {
-      stream: "RELAY_LOGINS",
-      bucket: "relay-leases",
-      replicas: 1,
+    await provisionForTest(nc, {
       maxLeaseTtlMs: TTL_MS,
-      perMessageTtl: true,
       ackWaitMs: 2000, // redeliveries of the killed replica's events come quickly
     });
   });

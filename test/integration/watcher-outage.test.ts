@@ -6,12 +6,11 @@ import { after, before, describe, it } from "node:test";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
-import { provision } from "../../shared/provision.ts";
 import { readAddressEntries } from "../../services/admin/bucket.ts";
 import { startAuthorizer } from "../../services/authorizer/authorizer.ts";
 import { startWatcher, type Watcher } from "../../services/watcher/watcher.ts";
 import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.ts";
-import { roleConfig, startRoles, type Harness } from "../support/role-harness.ts";
+import { roleConfig, startRoles, type Harness, provisionForTest } from "../support/role-harness.ts";
 import { waitFor } from "../support/wait.ts";
 
 const LOGINS = 1000;
@@ -23,12 +22,8 @@ describe("watcher through a NATS outage and its own restart", () => {
   before(async () => {
     server = await startTestNatsServer();
     const nc = await connect({ servers: server.url });
-    await provision(nc, {
-      stream: "RELAY_LOGINS",
-      bucket: "relay-leases",
-      replicas: 1,
+    await provisionForTest(nc, {
       maxLeaseTtlMs: 1_800_000,
-      perMessageTtl: true,
     });
     await nc.close();
   });

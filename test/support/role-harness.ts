@@ -8,6 +8,8 @@ import { Writable } from "node:stream";
 import { loadConfig } from "../../shared/config.ts";
 import { startProcess, type RoleContext, type RunningProcess } from "../../shared/process.ts";
 import { devSettings } from "../../services/dev/dev.ts";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { provision, type Shape } from "../../shared/provision.ts";
 
 export type RoleConfig = ReturnType<typeof loadConfig<typeof devSettings>> & {
   natsUrl: string[];
@@ -79,4 +81,21 @@ export async function startRoles(
       await running.shutdown("test done");
     },
   };
+}
+
+/**
+ * Creates the stream, consumer and bucket the roles' defaults name (RELAY_LOGINS, relay-leases),
+ * one replica, per-message TTL; what each test sets itself comes in `shape`.
+ */
+export function provisionForTest(
+  nc: NatsConnection,
+  shape: Pick<Shape, "maxLeaseTtlMs"> & Partial<Shape>,
+): Promise<string[]> {
+  return provision(nc, {
+    stream: "RELAY_LOGINS",
+    bucket: "relay-leases",
+    replicas: 1,
+    perMessageTtl: true,
+    ...shape,
+  });
 }

@@ -6,9 +6,9 @@ import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { decodeLease, type Lease } from "../../../shared/lease.ts";
-import { provision } from "../../../shared/provision.ts";
 import { LeaseWriter, natsTtl } from "../../../services/authorizer/lease-writer.ts";
 import { startTestNatsServer, type TestNatsServer } from "../../support/nats-server.ts";
+import { provisionForTest } from "../../support/role-harness.ts";
 
 function lease(expiresAt: number, event: string): Lease {
   return {
@@ -48,12 +48,8 @@ describe("LeaseWriter", () => {
   before(async () => {
     server = await startTestNatsServer();
     nc = await connect({ servers: server.url });
-    await provision(nc, {
-      stream: "RELAY_LOGINS",
-      bucket: "relay-leases",
-      replicas: 1,
+    await provisionForTest(nc, {
       maxLeaseTtlMs: 3_600_000,
-      perMessageTtl: true,
     });
     js = jetstream(nc);
     kv = await new Kvm(js).open("relay-leases");
