@@ -124,7 +124,7 @@ export class NatsServerProcess {
       this.#watchdog?.kill("SIGKILL");
       return exit;
     });
-    this.#watchdog = startWatchdog(child);
+    this.#watchdog = startWatchdog(child, "relaylease-nats-watchdog");
     if (child.pid !== undefined) live.add(child);
   }
 
@@ -415,9 +415,13 @@ const WATCHDOG_SH = [
   'kill -KILL "$1" 2>/dev/null',
 ].join("\n");
 
-function startWatchdog(child: ChildProcess): ChildProcess | undefined {
+/**
+ * Stops `child` should this process die without cleanup (a SIGKILLed run): a detached shell
+ * waits for its stdin, our end of a pipe, to close. `name` is the shell's process name.
+ */
+export function startWatchdog(child: ChildProcess, name: string): ChildProcess | undefined {
   if (child.pid === undefined) return undefined;
-  const dog = spawn("/bin/sh", ["-c", WATCHDOG_SH, "relaylease-nats-watchdog", String(child.pid)], {
+  const dog = spawn("/bin/sh", ["-c", WATCHDOG_SH, name, String(child.pid)], {
     detached: true,
     stdio: ["pipe", "ignore", "ignore"],
   });

@@ -35,7 +35,7 @@ import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { LOG_TAIL_LINES, logTail, logTailSync } from "./log-tail.ts";
-import { freePort } from "../../services/dev/nats-server.ts";
+import { freePort, startWatchdog } from "../../services/dev/nats-server.ts";
 
 const DOVECOT = "/usr/sbin/dovecot";
 const NEEDED = [DOVECOT, "/usr/lib/dovecot/pop3-login", "/usr/lib/dovecot/imap-login"];
@@ -342,7 +342,7 @@ service stats {
     child.unref();
     for (const s of [child.stdout, child.stderr]) if (s instanceof Socket) s.unref();
     this.#child = child;
-    this.#watchdog = startWatchdog(child);
+    this.#watchdog = startWatchdog(child, "relaylease-dovecot-watchdog");
     running.add(this);
   }
 
@@ -379,27 +379,6 @@ service stats {
       { cause },
     );
   }
-}
-
-// Waits for EOF on stdin (we exited or died), then TERM, up to 5 s grace, then KILL.
-const WATCHDOG_SH = [
-  "read -r _ignored",
-  'kill -TERM "$1" 2>/dev/null || exit 0',
-  "i=0",
-  'while [ "$i" -lt 50 ] && kill -0 "$1" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done',
-  'kill -KILL "$1" 2>/dev/null',
-].join("\n");
-
-/** Stops the master should this process die without cleanup (a SIGKILLed test run). */
-function startWatchdog(child: ChildProcess): ChildProcess | undefined {
-  if (child.pid === undefined) return undefined;
-  const args = ["-c", WATCHDOG_SH, "relaylease-dovecot-watchdog", String(child.pid)];
-  const dog = spawn("/bin/sh", args, { detached: true, stdio: ["pipe", "ignore", "ignore"] });
-  dog.on("error", () => undefined); // no /bin/sh: the exit hook still covers a normal exit
-  dog.stdin.on("error", () => undefined);
-  dog.unref();
-  if (dog.stdin instanceof Socket) dog.stdin.unref();
-  return dog;
 }
 
 /** The first line a server sends, or undefined if it could not be had (refused, closed, slow). */
