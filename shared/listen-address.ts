@@ -47,7 +47,7 @@ export function formatListenAddress(address: AddressInfo | string | null): strin
 /**
  * Makes `path` free to bind: removes a socket file left by a process that died without closing
  * it. Refuses a path that is not a socket (never delete someone's file) and a socket some live
- * process still accepts connections on (never steal another instance's socket).
+ * process still holds (never steal another instance's socket, stream or datagram).
  */
 export async function removeStaleSocket(path: string): Promise<void> {
   const stats = await lstat(path).catch((err: unknown) => {
@@ -61,6 +61,11 @@ export async function removeStaleSocket(path: string): Promise<void> {
   await unlink(path);
 }
 
+/**
+ * Whether a process has a socket bound to the file, by a stream connect: Linux answers
+ * ECONNREFUSED when none is, and EPROTOTYPE when a datagram socket is (the syslog source's), so
+ * anything but ECONNREFUSED counts as live.
+ */
 function isLive(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const probe = net.connect(path);
@@ -68,8 +73,8 @@ function isLive(path: string): Promise<boolean> {
       probe.destroy();
       resolve(true);
     });
-    probe.once("error", () => {
-      resolve(false);
+    probe.once("error", (err) => {
+      resolve(!isErrno(err, "ECONNREFUSED"));
     });
   });
 }

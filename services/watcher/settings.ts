@@ -10,7 +10,7 @@ import {
   serviceTtlsSetting,
 } from "../../shared/settings.ts";
 import { parsePolicyCredentials } from "./dovecot-policy/credentials.ts";
-import { parseSyslogListen } from "./log/syslog.ts";
+import { SYSLOG_LISTEN_FORM, parseSyslogListen } from "./log/syslog.ts";
 
 function optional(
   env: string,
@@ -108,7 +108,7 @@ export const watcherSettings = {
   syslogListen: optional(
     "RELAYLEASE_SYSLOG_LISTEN",
     "Where to receive syslog datagrams (RFC 3164 or 5424) with login lines; unset, none.",
-    "host:port (UDP)",
+    SYSLOG_LISTEN_FORM,
     (raw) => {
       parseSyslogListen(raw);
     },
