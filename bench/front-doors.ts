@@ -5,7 +5,6 @@
 //   - the mirror's memory and initial load time for BENCH_MIRROR_LEASES leases (1 000 000)
 import { performance } from "node:perf_hooks";
 import { jetstream } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { kvSubject } from "../shared/contract.ts";
 import { encodeLease } from "../shared/lease.ts";
@@ -202,8 +201,9 @@ export async function benchMirror(report: Report, leases: number): Promise<void>
     const gc = (globalThis as { gc?: () => void }).gc;
     gc?.();
     const before = process.memoryUsage().heapUsed;
-    const kv = await new Kvm(jetstream(nc)).open("relay-leases");
-    const mirror = new LeaseMirror(kv, createLogger("error"), { maxEntries: leases + 1 });
+    const mirror = new LeaseMirror(nc, "relay-leases", createLogger("error"), {
+      maxEntries: leases + 1,
+    });
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();
     await mirror.start();

@@ -96,14 +96,6 @@ export function leaseFromJson(o: JsonObject): Lease {
   };
 }
 
-/** The decision's part of a lease, without the fields it would not use. */
-export function leaseView(lease: Lease): LeaseView {
-  const view: { expiresAt: number; user?: string; trace?: string } = { expiresAt: lease.expiresAt };
-  if (lease.user !== undefined) view.user = lease.user;
-  if (lease.trace !== undefined) view.trace = lease.trace;
-  return view;
-}
-
 /** Only a lease that carries recent users has the field at all. */
 function recentOf(recent: RecentUser[] | undefined): { recent?: RecentUser[] } {
   return recent === undefined ? {} : { recent };

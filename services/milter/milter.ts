@@ -2,7 +2,6 @@
 // Postfix policy service and, with RELAYLEASE_MILTER_LISTEN, the milter protocol. Each answer is a
 // span linked to the span that granted the lease.
 import { jetstream } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import { metrics, trace, type Link } from "@opentelemetry/api";
 import type { ConfigOf } from "../../shared/config.ts";
 import { connectForRole } from "../../shared/nats.ts";
@@ -35,8 +34,7 @@ export async function startMilter(config: MilterConfig, ctx: RoleContext): Promi
   const { nc } = await connectForRole(config, "milter", ctx);
   const js = jetstream(nc);
   await verifyProvisioned(js, config, { bucket: true });
-  const kv = await new Kvm(js).open(config.bucket);
-  const mirror = new LeaseMirror(kv, ctx.log, {
+  const mirror = new LeaseMirror(nc, config.bucket, ctx.log, {
     staleAfterMs: config.staleAfter,
     maxEntries: config.mirrorMax,
   });

@@ -1,8 +1,8 @@
 // The in-memory mirror of the lease bucket that every relay decision reads (DESIGN.md "Decision").
-// A KV watch loads the bucket's last values, then follows every write, delete and expiry marker.
-// It is ready once the initial load is done: at once for an empty bucket (a watch of an empty
-// bucket yields nothing to wait for), else when the entry with nothing pending after it arrives.
-// Lookups check `expiresAt` themselves, so a missed expiry marker never keeps a lease alive.
+// It loads every key's last entry (bucket-load.ts), then follows each write, delete and expiry
+// marker with a KV watch resumed after the loaded revision. It is ready once the load is done (at
+// once for an empty bucket). Lookups check `expiresAt` themselves, so a missed expiry marker never
+// keeps a lease alive.
 //
 // Supervision: authorizers write a heartbeat key every HEARTBEAT_INTERVAL_MS, so a watch that
 // hears nothing for STALL_AFTER_MS has stalled (the server hosting its consumer died: the built-in
@@ -12,14 +12,17 @@
 // Staleness: the mirror is stale when it has heard nothing for `staleAfter` (NATS unreachable, no
 // authorizer, or a watch that cannot be restarted); decisions then apply the fail mode.
 // Limits: at most `maxEntries` leases; past it new keys are refused and counted, loudly.
-import type { KV, KvEntry } from "@nats-io/kv";
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { metrics } from "@opentelemetry/api";
-import { decodeBucketValue } from "../../shared/bucket-value.ts";
+import { decodeLeaseView } from "../../shared/bucket-value.ts";
 import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_KEY, isAddressKey } from "../../shared/contract.ts";
 import { errorMessage } from "../../shared/errors.ts";
-import { leaseView, type LeaseView } from "../../shared/lease.ts";
+import type { LeaseView } from "../../shared/lease.ts";
 import type { Logger } from "../../shared/log.ts";
 import { MARKER_TTL_MS } from "../../shared/provision.ts";
+import { loadBucket, type BucketEntry } from "./bucket-load.ts";
 
 export interface LeaseLookup {
   /** The live lease under a key at `now`, if any. */
@@ -38,10 +41,14 @@ export interface MirrorOptions {
 
 const STALL_AFTER_MS = 3 * HEARTBEAT_INTERVAL_MS;
 const MAX_RESTART_BACKOFF_MS = 30_000;
+/** A load that fails (a gap, a lost consumer) is tried this many times before start gives up. */
+const LOAD_ATTEMPTS = 3;
 
 export class LeaseMirror implements LeaseLookup {
   #leases = new Map<string, LeaseView>();
-  readonly #kv: KV;
+  readonly #nc: NatsConnection;
+  readonly #bucket: string;
+  #kv: KV | undefined;
   readonly #log: Logger;
   readonly #staleAfterMs: number;
   readonly #maxEntries: number;
@@ -62,8 +69,9 @@ export class LeaseMirror implements LeaseLookup {
   #refusedAtLimit = false;
   readonly #metrics;
 
-  constructor(kv: KV, log: Logger, options: MirrorOptions = {}) {
-    this.#kv = kv;
+  constructor(nc: NatsConnection, bucket: string, log: Logger, options: MirrorOptions = {}) {
+    this.#nc = nc;
+    this.#bucket = bucket;
     this.#log = log.child({ module: "mirror" });
     this.#staleAfterMs = options.staleAfterMs ?? 60_000;
     this.#maxEntries = options.maxEntries ?? 1_000_000;
@@ -128,10 +136,18 @@ export class LeaseMirror implements LeaseLookup {
     return this.#leases.has(key);
   }
 
-  /** Starts the watch; resolves once the initial load is complete. */
+  /** Loads the bucket and starts following it; resolves once the mirror is ready. */
   async start(): Promise<void> {
-    const empty = (await this.#kv.status()).values === 0;
-    await this.#watch(undefined, empty);
+    this.#kv = await new Kvm(jetstream(this.#nc)).open(this.#bucket);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#load();
+        break;
+      } catch (err) {
+        if (attempt === LOAD_ATTEMPTS) throw err;
+        this.#log.warn({ err: errorMessage(err), attempt }, "bucket load failed; trying again");
+      }
+    }
     this.#supervisor = setInterval(() => {
       void this.#supervise();
     }, this.#superviseEveryMs);
@@ -144,38 +160,49 @@ export class LeaseMirror implements LeaseLookup {
     await this.#loop;
   }
 
-  /** Starts a watch (resuming after `fromRevision`, or a full load) and waits for its load. */
-  async #watch(fromRevision: number | undefined, empty: boolean): Promise<void> {
-    const watch = await this.#kv.watch(
-      fromRevision === undefined ? {} : { resumeFromRevision: fromRevision + 1 },
-    );
+  /** Replaces the mirror's content with a fresh load, then follows the bucket from there. */
+  async #load(): Promise<void> {
+    const [previous, previousRevision] = [this.#leases, this.#lastRevision];
+    this.#leases = new Map();
+    this.#ready = false;
+    try {
+      const revision = await loadBucket(this.#nc, this.#bucket, (entry) => {
+        this.#apply(entry);
+      });
+      this.#lastRevision = revision;
+      await this.#watch(revision);
+    } catch (err) {
+      [this.#leases, this.#lastRevision] = [previous, previousRevision];
+      throw err;
+    }
+    this.#ready = true;
+    this.#lastHeardAt = Date.now();
+    this.#log.info({ leases: this.#leases.size, revision: this.#lastRevision }, "mirror loaded");
+  }
+
+  /** Follows the bucket after `revision` with a KV watch. */
+  async #watch(revision: number): Promise<void> {
+    if (this.#kv === undefined) throw new Error("mirror not started");
+    const watch = await this.#kv.watch({ resumeFromRevision: revision + 1 });
     this.#stopWatch = () => {
       watch.stop();
     };
-    let loaded!: () => void;
-    const initialLoad = new Promise<void>((resolve) => {
-      loaded = resolve;
-    });
-    if (empty || fromRevision !== undefined) this.#markReady(loaded);
     this.#loop = (async () => {
       for await (const entry of watch) {
         this.#lastHeardAt = Date.now();
-        this.#apply(entry);
-        if (!this.#ready && entry.delta === 0) this.#markReady(loaded);
+        // Each KvEntry getter parses again, so every field is read once.
+        const key = entry.key;
+        this.#apply({
+          key,
+          operation: entry.operation,
+          value: entry.value,
+          revision: entry.revision,
+          createdMs: key === HEARTBEAT_KEY ? entry.created.getTime() : 0,
+        });
       }
     })().catch((err: unknown) => {
       this.#log.error({ err: errorMessage(err) }, "bucket watch ended");
     });
-    await initialLoad;
-  }
-
-  #markReady(loaded: () => void): void {
-    if (!this.#ready) {
-      this.#log.info({ leases: this.#leases.size, revision: this.#lastRevision }, "mirror loaded");
-    }
-    this.#ready = true;
-    this.#lastHeardAt = Date.now();
-    loaded();
   }
 
   /** Replaces a watch that has gone silent although authorizers write heartbeats. */
@@ -196,19 +223,8 @@ export class LeaseMirror implements LeaseLookup {
     this.#metrics.restarts.add(1, { kind: reload ? "reload" : "resume" });
     try {
       this.#stopWatch?.();
-      if (reload) {
-        const previous = this.#leases;
-        this.#leases = new Map();
-        this.#ready = false;
-        await this.#watch(undefined, (await this.#kv.status()).values === 0).catch(
-          (err: unknown) => {
-            this.#leases = previous;
-            throw err;
-          },
-        );
-      } else {
-        await this.#watch(this.#lastRevision, false);
-      }
+      if (reload) await this.#load();
+      else await this.#watch(this.#lastRevision);
     } catch (err) {
       this.#log.warn({ err: errorMessage(err) }, "could not replace the watch; will retry");
     } finally {
@@ -218,14 +234,12 @@ export class LeaseMirror implements LeaseLookup {
     }
   }
 
-  /** Applies one entry; each KvEntry getter re-parses, so every field is read once. */
-  #apply(entry: KvEntry): void {
-    const key = entry.key;
-    const operation = entry.operation;
+  #apply(entry: BucketEntry): void {
+    const { key, operation } = entry;
     this.#lastRevision = Math.max(this.#lastRevision, entry.revision);
     this.#metrics.changes.add(1, { operation });
     if (key === HEARTBEAT_KEY) {
-      this.#lastHeartbeatAt = entry.created.getTime();
+      this.#lastHeartbeatAt = entry.createdMs;
       this.#heartbeatSeen = true;
       return;
     }
@@ -236,8 +250,8 @@ export class LeaseMirror implements LeaseLookup {
       return;
     }
     try {
-      const value = decodeBucketValue(entry.value);
-      if (value.kind === "lease") this.#hold(key, leaseView(value.lease));
+      const lease = decodeLeaseView(entry.value);
+      if (lease !== undefined) this.#hold(key, lease);
       else this.#leases.delete(key);
     } catch (err) {
       this.#leases.delete(key);

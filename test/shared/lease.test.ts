@@ -3,14 +3,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { decodeBucketValue, encodeRevocation } from "../../shared/bucket-value.ts";
-import {
-  decodeLease,
-  encodeLease,
-  leaseFromEvent,
-  leaseView,
-  type Lease,
-} from "../../shared/lease.ts";
+import { decodeBucketValue, decodeLeaseView, encodeRevocation } from "../../shared/bucket-value.ts";
+import { decodeLease, encodeLease, leaseFromEvent, type Lease } from "../../shared/lease.ts";
 import { canonicalIp, type LoginEvent } from "../../shared/login-event.ts";
 import { SchemaError, USER_NAME } from "../../shared/schema.ts";
 
@@ -242,12 +236,38 @@ describe("decodeBucketValue", () => {
   });
 });
 
-describe("leaseView", () => {
+describe("decodeLeaseView", () => {
   it("keeps only the decision's fields, and only those present", () => {
-    assert.deepEqual(leaseView(LEASE), { expiresAt: LEASE.expiresAt, user: "alice", trace: TRACE });
-    assert.deepEqual(leaseView({ ...LEASE, user: undefined, trace: undefined }), {
+    assert.deepEqual(decodeLeaseView(encodeLease(LEASE)), {
       expiresAt: LEASE.expiresAt,
+      user: "alice",
+      trace: TRACE,
     });
-    assert.deepEqual(Object.keys(leaseView({ ...LEASE, user: undefined })), ["expiresAt", "trace"]);
+    const bare = decodeLeaseView(encodeLease({ ...LEASE, user: undefined, trace: undefined }));
+    assert.deepEqual(bare, { expiresAt: LEASE.expiresAt });
+    const noUser = decodeLeaseView(encodeLease({ ...LEASE, user: undefined }));
+    assert.deepEqual(Object.keys(noUser ?? {}), ["expiresAt", "trace"]);
   });
+
+  it("is undefined for a revocation", () => {
+    assert.equal(decodeLeaseView(encodeRevocation({ revokedAt: 0, by: "cli" })), undefined);
+  });
+
+  const bad = [
+    { field: "expiresAt", value: "2024-02-30T12:00:00Z" },
+    { field: "expiresAt", value: undefined },
+    { field: "user", value: "a\u0007b" },
+    { field: "trace", value: "00-zz" },
+    { field: "kind", value: "other" },
+  ];
+  for (const c of bad) {
+    it(`rejects a bad ${c.field}, naming it`, () => {
+      const o = JSON.parse(Buffer.from(encodeLease(LEASE)).toString()) as Record<string, unknown>;
+      o[c.field] = c.value;
+      assert.throws(
+        () => decodeLeaseView(Buffer.from(JSON.stringify(o))),
+        (err: unknown) => err instanceof SchemaError && err.message.includes(`"${c.field}"`),
+      );
+    });
+  }
 });
