@@ -159,7 +159,7 @@ async function ours(path: string, dir: string): Promise<Result> {
     log: createLogger("warn"),
     onLine: (text, start, end) => {
       lines++;
-      if (parseLogLine(text, Date.now(), start, end)?.kind === "login") matches++;
+      if (parseLogLine(text, Date.now, start, end)?.kind === "login") matches++;
     },
   });
   await follower.poll();

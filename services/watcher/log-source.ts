@@ -66,7 +66,7 @@ export async function startLogSources(
       path: config.dovecotLog,
       statePath: join(config.outboxDir, "log-position.json"),
       onLine: (text, start, end) => {
-        const record = parseLogLine(text, Date.now(), start, end);
+        const record = parseLogLine(text, Date.now, start, end);
         return record === undefined ? undefined : store(record, true);
       },
       log,

@@ -852,6 +852,21 @@ describe("timestamps", () => {
     });
   }
 
+  it("reads a clock given for `now` only for a line that yields a record", () => {
+    const reads: number[] = [];
+    const clock = () => {
+      reads.push(NOW);
+      return NOW;
+    };
+    assert.equal(
+      parseLogLine("Nov 28 12:34:56 mail postfix/smtpd[1]: connect from x", clock),
+      undefined,
+    );
+    assert.equal(reads.length, 0, "a line that is no login reads no clock");
+    assert.equal(parseLogLine(line("Nov 28 12:34:56"), clock)?.at, AT);
+    assert.equal(reads.length, 1);
+  });
+
   it("agrees with Date in a zone with summer time, across both switches, in any order", () => {
     const saved = process.env["TZ"];
     process.env["TZ"] = "Europe/Berlin";
