@@ -48,7 +48,10 @@ export async function startProcess(opts: ProcessOptions): Promise<RunningProcess
     spanProcessors: opts.spanProcessors,
   });
   const components: Component[] = [];
-  const checks: ReadinessCheck[] = [];
+  // Not ready until start has finished: a ready mirror with its front doors not yet listening
+  // would send an MTA to a closed port.
+  let started = false;
+  const checks: ReadinessCheck[] = [{ name: "start", ready: () => started }];
   const health = await startHealthServer(opts.metricsListen, telemetry.prometheus, () => checks);
   const deadlineMs = opts.shutdownDeadlineMs ?? 10_000;
 
@@ -75,6 +78,7 @@ export async function startProcess(opts: ProcessOptions): Promise<RunningProcess
     await shutdown("start failed");
     throw err;
   }
+  started = true;
   log.info({ health: health.address }, `${opts.role} started`);
   return { log, healthAddress: health.address, shutdown };
 }

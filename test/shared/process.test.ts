@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { metrics } from "@opentelemetry/api";
+import { freePort } from "../../services/dev/nats-server.ts";
 import { startProcess } from "../../shared/process.ts";
 
 describe("process skeleton", () => {
@@ -31,6 +32,28 @@ describe("process skeleton", () => {
         (await fetch(`http://${running.healthAddress}/healthz`, { method: "POST" })).status,
         405,
       );
+    } finally {
+      await running.shutdown("test");
+    }
+  });
+
+  it("is not ready before start has finished, even when every component is", async () => {
+    const port = await freePort();
+    const readyz = () => fetch(`http://127.0.0.1:${port}/readyz`);
+    let whileStarting: Response | undefined;
+    const running = await startProcess({
+      role: "test",
+      logLevel: "silent",
+      metricsListen: `127.0.0.1:${port}`,
+      start: async (ctx) => {
+        ctx.add({ name: "mirror", ready: () => true, stop: () => Promise.resolve() });
+        whileStarting = await readyz(); // a front door would be started after this
+      },
+    });
+    try {
+      assert.equal(whileStarting?.status, 503);
+      assert.match((await whileStarting?.text()) ?? "", /not ready: start/);
+      assert.equal((await readyz()).status, 200);
     } finally {
       await running.shutdown("test");
     }
