@@ -14,16 +14,18 @@
  *   restart resumes there: no replay, no skip. After a crash, lines delivered since the last save
  *   are delivered again (at least once), never lost.
  * - Rotation by rename (new inode at the path): the old file is read to its end, an unfinished
- *   last line included, then the new file from its start. If the path was rotated while we were
- *   stopped, `<path>.1` is checked for our inode and finished first.
+ *   last line included, then the new file from its start. The writer goes on writing to the old
+ *   file until it reopens its log (logrotate's postrotate HUP, `doveadm log reopen`), which is
+ *   after the new file appears: so while the old file has grown within `rotationGraceMs`, the
+ *   follower stays on it, for at most ROTATION_HOLD_MAX_MS. If the path was rotated while we
+ *   were stopped, `<path>.1` is checked for our inode and finished first.
  * - Copy-truncate (same inode, size below our offset; or the bytes before our offset changed,
  *   which catches a file truncated and grown past it between two looks): read from the start.
  * - Start with no usable state: at the end of the file (`startAtEnd`, default; old logins are
  *   not replayed) or at its start. A file that appears after we started is read from its start.
  * Known gaps:
- * - Lines written to the old file after the rename are read until EOF before switching; the
- *   follower switches once the new file exists, and anything the writer appends to the old inode
- *   after that switch is missed (syslog daemons reopen on HUP right after the rename).
+ * - A writer that goes on writing to the old file after the follower switched (after a quiet
+ *   `rotationGraceMs`, or ROTATION_HOLD_MAX_MS in all) is not read any more.
  * - Copy-truncate loses what the writer logs between logrotate's copy and its truncate (a
  *   property of copytruncate itself), and a truncated file that regrows to the same bytes before
  *   our offset is not noticed.
@@ -65,6 +67,8 @@ export interface FollowOptions {
   saveIntervalMs?: number;
   maxLineBytes?: number;
   chunkBytes?: number;
+  /** After a rename, how long the old file must have been quiet before the switch (2 s). */
+  rotationGraceMs?: number;
 }
 
 /** Counters for the lead's metrics; plain numbers, read them whenever. */
@@ -92,6 +96,8 @@ export interface LogFollower {
 const LF = 0x0a;
 const MAX_CHUNK_BYTES = 65536;
 const CHUNKS_PER_READ = 4;
+/** A writer that never reopens must not keep us from the new file for longer than this. */
+const ROTATION_HOLD_MAX_MS = 30_000;
 
 export async function followLog(options: FollowOptions): Promise<LogFollower> {
   const follower = new Follower(options);
@@ -136,6 +142,10 @@ class Follower implements LogFollower {
   #warnedMissing = false;
   #saveFailing = false;
   #readFailing = false;
+  /** When a read last found new bytes in the current file (Date.now). */
+  #grewAt = 0;
+  /** When a new file at the path was first seen while we stayed on the old one, or 0. */
+  #rotationSeenAt = 0;
 
   constructor(options: FollowOptions) {
     this.#o = {
@@ -144,6 +154,7 @@ class Follower implements LogFollower {
       saveIntervalMs: 1000,
       maxLineBytes: 8192,
       chunkBytes: 65536,
+      rotationGraceMs: 2000,
       ...options,
     };
     this.#log = options.log.child({ module: "log-follow" });
@@ -303,16 +314,14 @@ class Follower implements LogFollower {
     });
     if (st === undefined) return; // renamed away, not yet recreated: keep reading the old file
     if (String(st.ino) !== this.#ino || String(st.dev) !== this.#dev) {
+      await this.#drain();
+      if (this.#stopped || this.#writerMayBeOnOldFile()) return; // after a restart: <path>.1
       const next = await openIfExists(this.#o.path);
       if (next === undefined) return;
-      await this.#drain();
-      if (this.#stopped) {
-        await next.close(); // finish the old file after the restart, not now
-        return;
-      }
       const rest = this.#splitter.flush();
       if (rest !== undefined) await this.#deliver(rest, 0, rest.length);
       await fh.close();
+      this.#rotationSeenAt = 0;
       this.stats.rotations++;
       this.#log.info({ path: this.#o.path }, "log rotated; following the new file");
       return this.#use(next, 0);
@@ -325,6 +334,16 @@ class Follower implements LogFollower {
     }
   }
 
+  /** After a rename: whether the old file grew too recently to leave it yet. */
+  #writerMayBeOnOldFile(): boolean {
+    const now = Date.now();
+    if (this.#rotationSeenAt === 0) this.#rotationSeenAt = now;
+    return (
+      now - this.#grewAt < this.#o.rotationGraceMs &&
+      now - this.#rotationSeenAt < ROTATION_HOLD_MAX_MS
+    );
+  }
+
   /** Reads to the end of the current file, delivering every complete line. */
   async #drain(): Promise<void> {
     const fh = this.#fh;
@@ -334,6 +353,7 @@ class Follower implements LogFollower {
     while (!this.#stopped) {
       const { bytesRead } = await fh.read(this.#buf, 0, this.#buf.length, this.#pos);
       if (bytesRead === 0) break;
+      this.#grewAt = Date.now();
       const readAt = this.#pos;
       this.#pos += bytesRead;
       this.stats.bytes += bytesRead;

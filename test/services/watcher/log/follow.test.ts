@@ -5,6 +5,7 @@ import {
   appendFile,
   copyFile,
   mkdtemp,
+  open,
   readFile,
   rename,
   rm,
@@ -13,6 +14,7 @@ import {
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { createLogger } from "../../../../shared/log.ts";
 import {
@@ -114,7 +116,7 @@ describe("followLog", () => {
 
   it("follows a rotation by rename, finishing the old file first", async () => {
     await writeFile(path, "");
-    const f = await start();
+    const f = await start({ rotationGraceMs: 0 });
     await appendFile(path, "a\n");
     await f.poll();
     await rename(path, `${path}.1`);
@@ -126,6 +128,27 @@ describe("followLog", () => {
     await appendFile(path, "d\n");
     await f.poll();
     assert.deepEqual(lines, ["a", "b", "unfinished", "c", "d"]);
+    assert.equal(f.stats.rotations, 1);
+  });
+
+  it("after a rename, stays on the old file while its writer has not reopened", async () => {
+    await writeFile(path, "");
+    const f = await start({ rotationGraceMs: 300 });
+    const writer = await open(path, "a"); // a daemon's descriptor: it writes on after the rename
+    await writer.write("a\n");
+    await f.poll();
+    await rename(path, `${path}.1`);
+    await writeFile(path, "new 1\n"); // logrotate's `create`, before the daemon's HUP
+    await writer.write("b\n");
+    await f.poll();
+    await writer.write("c\n");
+    await f.poll();
+    assert.deepEqual(lines, ["a", "b", "c"], "still on the old file");
+    await writer.close(); // the daemon reopened: the old file goes quiet
+    await appendFile(path, "new 2\n");
+    await sleep(350);
+    await f.poll();
+    assert.deepEqual(lines, ["a", "b", "c", "new 1", "new 2"]);
     assert.equal(f.stats.rotations, 1);
   });
 
@@ -177,7 +200,7 @@ describe("followLog", () => {
     await rename(path, `${path}.1`);
     await appendFile(`${path}.1`, "3\n");
     await writeFile(path, "4\n");
-    const second = await start();
+    const second = await start({ rotationGraceMs: 0 });
     await second.poll();
     assert.deepEqual(lines, ["1", "2", "3", "4"]);
   });
