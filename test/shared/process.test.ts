@@ -40,19 +40,20 @@ describe("process skeleton", () => {
   it("is not ready before start has finished, even when every component is", async () => {
     const port = await freePort();
     const readyz = () => fetch(`http://127.0.0.1:${port}/readyz`);
-    let whileStarting: Response | undefined;
+    let whileStarting = { status: 0, text: "" };
     const running = await startProcess({
       role: "test",
       logLevel: "silent",
       metricsListen: `127.0.0.1:${port}`,
       start: async (ctx) => {
         ctx.add({ name: "mirror", ready: () => true, stop: () => Promise.resolve() });
-        whileStarting = await readyz(); // a front door would be started after this
+        const r = await readyz(); // a front door would be started after this
+        whileStarting = { status: r.status, text: await r.text() };
       },
     });
     try {
-      assert.equal(whileStarting?.status, 503);
-      assert.match((await whileStarting?.text()) ?? "", /not ready: start/);
+      assert.equal(whileStarting.status, 503);
+      assert.match(whileStarting.text, /not ready: start/);
       assert.equal((await readyz()).status, 200);
     } finally {
       await running.shutdown("test");
