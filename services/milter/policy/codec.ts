@@ -82,15 +82,37 @@ function parseRequest(bytes: Buffer, limits: PolicyLimits): PolicyRequest {
   if (bytes.length === 1) throw new ProtocolError("empty request (no attributes)");
   if (bytes.length > limits.maxRequestBytes) throw tooLong(limits);
   const body = bytes.subarray(0, bytes.length - 1); // every line still ends in LF
-  checkLines(body, limits);
+  // The byte checks once for the whole body; only a bad one is searched line by line, for the
+  // line number. The rest is read from one string: a request costs one decode, not one per line.
+  if (body.includes(NUL) || !isUtf8(body)) checkLines(body, limits);
+  const text = body.toString("utf8");
   const request = new Map<string, string>();
-  const lines = body.toString("utf8").split("\n");
-  lines.pop(); // the empty string after the last LF
-  for (const line of lines) {
-    const eq = line.indexOf("="); // checkLines made sure it is there, after a name
-    request.set(line.slice(0, eq), line.slice(eq + 1));
+  for (let start = 0, n = 1; start < text.length; n++) {
+    const lf = text.indexOf("\n", start);
+    checkLine(text, start, lf, n, limits);
+    const eq = text.indexOf("=", start);
+    request.set(text.slice(start, eq), text.slice(eq + 1, lf));
+    start = lf + 1;
   }
   return request;
+}
+
+/** The line text[start, lf) of a body already known to be UTF-8 without NUL; as checkLines. */
+function checkLine(text: string, start: number, lf: number, n: number, limits: PolicyLimits): void {
+  // A UTF-16 unit is at most three UTF-8 bytes: only a long line needs its bytes counted.
+  const chars = lf - start;
+  if (
+    chars * 3 > limits.maxLineBytes &&
+    Buffer.byteLength(text.slice(start, lf)) > limits.maxLineBytes
+  ) {
+    throw new ProtocolError(`line ${n}: longer than ${limits.maxLineBytes} bytes`);
+  }
+  if (n > limits.maxAttributes) {
+    throw new ProtocolError(`more than ${limits.maxAttributes} attributes in one request`);
+  }
+  const eq = text.indexOf("=", start);
+  if (eq < 0 || eq > lf) throw new ProtocolError(`line ${n}: no "=" after the attribute name`);
+  if (eq === start) throw new ProtocolError(`line ${n}: empty attribute name`);
 }
 
 /**
@@ -140,15 +162,23 @@ function checkCompleteLine(line: Buffer, n: number): void {
 
 /**
  * Encodes a reply: `action=<action>\n\n` (SMTPD_POLICY_README). Postfix ignores other reply
- * attributes, so none are offered.
+ * attributes, so none are offered. The role's few actions are encoded once each.
  * @throws Error if `action` is empty or holds LF, CR, NUL or a lone surrogate: a bug on our side.
  */
 export function encodePolicyReply(action: string): Buffer {
+  const known = encodedReplies.get(action);
+  if (known !== undefined) return known;
   if (action === "" || /[\r\n\0]/.test(action) || !action.isWellFormed()) {
     throw new Error(`invalid policy action ${JSON.stringify(action)}`);
   }
-  return Buffer.from(`action=${action}\n\n`, "utf8");
+  const reply = Buffer.from(`action=${action}\n\n`, "utf8");
+  if (encodedReplies.size < MAX_ENCODED_REPLIES) encodedReplies.set(action, reply);
+  return reply;
 }
+
+/** OK, DUNNO and the defer text, and room for a configured few more; never a growing set. */
+const MAX_ENCODED_REPLIES = 16;
+const encodedReplies = new Map<string, Buffer>();
 
 /**
  * Encodes a request the way Postfix does, for our own client and tests (a reply's attribute
