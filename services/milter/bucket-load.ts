@@ -147,25 +147,47 @@ export interface Delivery {
  * Reads a JetStream delivery's ack subject, in either form the server uses:
  * `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<nanos>.<pending>` or, with a domain and
  * account hash, `$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<nanos>.
- * <pending>[.<token>]`. Undefined for anything else.
+ * <pending>[.<token>]`. Undefined for anything else. It runs once per entry of the initial load,
+ * so it finds the dots itself instead of splitting the subject into strings.
  */
 export function parseDelivery(reply: string | undefined): Delivery | undefined {
   if (reply === undefined || !reply.startsWith("$JS.ACK.")) return undefined;
-  const tokens = reply.split(".");
-  const at = tokens.length === 9 ? 4 : tokens.length === 11 || tokens.length === 12 ? 6 : -1;
-  if (at < 0) return undefined;
-  const [streamSeq, deliverySeq, nanos, pending] = [1, 2, 3, 4].map((i) => count(tokens[at + i]));
-  if (
-    streamSeq === undefined ||
-    deliverySeq === undefined ||
-    nanos === undefined ||
-    pending === undefined
-  ) {
-    return undefined;
+  const dots = deliveryDots;
+  let count = 0;
+  for (let i = reply.indexOf("."); i >= 0 && count < dots.length; i = reply.indexOf(".", i + 1)) {
+    dots[count++] = i;
   }
+  if (reply.indexOf(".", (dots[count - 1] ?? 0) + 1) >= 0) return undefined; // 13 tokens or more
+  // Tokens: 9 in the classic form, 11 or 12 with a domain; `at` is the dot before <sseq>.
+  const at = count === 8 ? 4 : count === 10 || count === 11 ? 6 : -1;
+  if (at < 0) return undefined;
+  const number = (k: number) => {
+    const next = at + k + 1;
+    return digitsBetween(
+      reply,
+      (dots[at + k] ?? 0) + 1,
+      next < count ? (dots[next] ?? 0) : reply.length,
+    );
+  };
+  const streamSeq = number(0);
+  const deliverySeq = number(1);
+  const nanos = number(2);
+  const pending = number(3);
+  if (streamSeq < 0 || deliverySeq < 0 || nanos < 0 || pending < 0) return undefined;
   return { streamSeq, deliverySeq, timestampMs: Math.floor(nanos / 1e6), pending };
 }
 
-function count(token: string | undefined): number | undefined {
-  return token !== undefined && /^\d{1,20}$/.test(token) ? Number(token) : undefined;
+/** Dot positions of the subject being read; parsing is synchronous, so one array is enough. */
+const deliveryDots = new Int32Array(11);
+
+/** The decimal number s[start, end) (1 to 20 digits), or -1. */
+function digitsBetween(s: string, start: number, end: number): number {
+  if (end <= start || end - start > 20) return -1;
+  let n = 0;
+  for (let i = start; i < end; i++) {
+    const d = s.charCodeAt(i) - 0x30;
+    if (!(d >= 0 && d <= 9)) return -1;
+    n = n * 10 + d;
+  }
+  return n;
 }

@@ -3,6 +3,7 @@
 // the delivery subject's two forms.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import fc from "fast-check";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -42,6 +43,34 @@ describe("parseDelivery", () => {
       assert.deepEqual(parseDelivery(c.reply), c.want);
     });
   }
+
+  /** The plain reading, by split: what the fast one must agree with. */
+  function reference(reply: string): unknown {
+    const tokens = reply.split(".");
+    if (tokens[0] !== "$JS" || tokens[1] !== "ACK") return undefined;
+    const at = tokens.length === 9 ? 5 : tokens.length === 11 || tokens.length === 12 ? 7 : -1;
+    if (at < 0) return undefined;
+    const n = tokens.slice(at, at + 4).map((t) => (/^\d{1,20}$/.test(t) ? Number(t) : NaN));
+    if (n.some(Number.isNaN)) return undefined;
+    const [streamSeq, deliverySeq, nanos, pending] = n as [number, number, number, number];
+    return { streamSeq, deliverySeq, timestampMs: Math.floor(nanos / 1e6), pending };
+  }
+
+  it("agrees with a plain split on any subject of tokens, in any order of calls", () => {
+    const token = fc.oneof(
+      { weight: 4, arbitrary: fc.bigInt({ min: 0n, max: 10n ** 21n }).map(String) },
+      { weight: 1, arbitrary: fc.stringMatching(/^[A-Za-z0-9_]{0,6}$/) },
+    );
+    const subject = fc
+      .array(token, { minLength: 5, maxLength: 14 })
+      .map((ts) => `$JS.ACK.${ts.join(".")}`);
+    fc.assert(
+      fc.property(fc.array(subject, { minLength: 1, maxLength: 4 }), (replies) => {
+        for (const reply of replies) assert.deepEqual(parseDelivery(reply), reference(reply));
+      }),
+      { numRuns: 5000 },
+    );
+  });
 });
 
 describe("loadBucket", () => {
