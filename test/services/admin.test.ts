@@ -2,11 +2,13 @@
 // revoke, check, events, doctor. Human output is asserted where an operator reads it, JSON where
 // a script would, and every exit status that means something.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { LoginPublisher } from "../../services/watcher/publisher.ts";
-import { relaylease } from "../support/cli.ts";
+import { CLI, relaylease } from "../support/cli.ts";
 import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.ts";
 
 describe("admin commands", () => {
@@ -112,6 +114,38 @@ describe("admin commands", () => {
       .split("\n")
       .map((l) => JSON.parse(l) as { id: string });
     assert.ok(json.some((e) => e.id === "evt-1"));
+  });
+
+  it("events --follow prints events as they come, until interrupted", async () => {
+    const follower = spawn(
+      process.execPath,
+      [CLI, "events", "--follow", "--json", "--since", "1s"],
+      {
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let out = "";
+    follower.stdout.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => follower.once("exit", resolve));
+    try {
+      const publisher = new LoginPublisher(jetstream(nc), "pop-9");
+      // Published until the follower shows one: it may not have subscribed yet at the first.
+      for (let i = 0; !out.includes('"id":"evt-follow-'); i++) {
+        if (i === 50) assert.fail(`no event printed: ${out}`);
+        await publisher.publish(
+          { ip: "192.0.2.98", user: "erin", service: "imap", source: "http" },
+          `evt-follow-${i}`,
+        );
+        await sleep(200);
+      }
+      assert.match(out, /"ip":"192\.0\.2\.98","user":"erin","service":"imap"/);
+    } finally {
+      follower.kill("SIGTERM");
+    }
+    assert.equal(await exited, 0, "a signal ends --follow cleanly");
   });
 
   it("doctor passes on a provisioned server and fails without the bucket", async () => {
