@@ -53,12 +53,18 @@ export async function loadBucket(
   let expectedDelivery = 1;
   let lastRevision = 0;
   let heardAt = Date.now();
+  let settled = false;
   let settle!: (error: Error | undefined) => void;
   const finished = new Promise<Error | undefined>((resolve) => {
-    settle = resolve;
+    settle = (error) => {
+      settled = true;
+      resolve(error);
+    };
   });
   const sub = nc.subscribe(inbox, {
     callback: (err, msg) => {
+      // Whatever comes after the end (a write racing the unsubscribe) is the watch's to deliver.
+      if (settled) return;
       heardAt = Date.now();
       if (err !== null) {
         settle(err);
