@@ -114,10 +114,39 @@ const CONTINUE: MilterReply = { type: "continue" };
 const ACCEPT: MilterReply = { type: "accept" };
 const NOTHING = Buffer.alloc(0);
 
-// REPLYCODE replies by their text: a session is made per SMTP connection, and formatting and
-// checking the same configured text again each time showed in the milter's profile.
+// A session is made per SMTP connection, and making the same replies again for each one showed
+// in the role's profile under Postfix: REPLYCODE replies are kept by their text, the OPTNEG reply
+// by the MTA's offer (one MTA makes the same offer every time), and each reply's bytes with it.
 const replyCodes = new Map<string, MilterReply>();
 const MAX_CACHED_REPLY_CODES = 16;
+const optnegReplies = new Map<string, { negotiated: Negotiated; reply: MilterReply }>();
+const MAX_CACHED_OPTNEG_REPLIES = 16;
+const encodedReplies = new WeakMap<MilterReply, Buffer>();
+
+/** The reply's frame; shared replies are encoded once. */
+function encoded(reply: MilterReply): Buffer {
+  let bytes = encodedReplies.get(reply);
+  if (bytes === undefined) {
+    bytes = encodeReply(reply);
+    encodedReplies.set(reply, bytes);
+  }
+  return bytes;
+}
+
+function optnegReply(
+  offer: MilterOffer,
+  acceptAt: AcceptAt,
+): { negotiated: Negotiated; reply: MilterReply } {
+  const key = `${offer.version} ${offer.actions} ${offer.protocol} ${acceptAt}`;
+  let known = optnegReplies.get(key);
+  if (known === undefined) {
+    const negotiated = negotiate(offer, acceptAt);
+    known = { negotiated, reply: { type: "optneg", ...negotiated } };
+    if (optnegReplies.size >= MAX_CACHED_OPTNEG_REPLIES) optnegReplies.clear();
+    optnegReplies.set(key, known);
+  }
+  return known;
+}
 
 function replyCode(code: number, enhanced: string, text: string): MilterReply {
   const key = `${code} ${enhanced} ${text}`;
@@ -133,8 +162,6 @@ function replyCode(code: number, enhanced: string, text: string): MilterReply {
 export class MilterSession {
   readonly #options: MilterSessionOptions;
   readonly #maxFrameLength: number;
-  readonly #reject: MilterReply;
-  readonly #tempfail: MilterReply;
   #negotiated: Negotiated | undefined;
   #clientAddress: string | undefined;
   /** Stage letter -> macro name without braces -> value. */
@@ -147,9 +174,11 @@ export class MilterSession {
   constructor(options: MilterSessionOptions) {
     this.#options = options;
     this.#maxFrameLength = options.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH;
-    const tempfailText = options.tempfailText ?? DEFAULT_TEMPFAIL_TEXT;
-    this.#reject = replyCode(550, "5.7.1", options.rejectText);
-    this.#tempfail = replyCode(451, "4.7.1", tempfailText);
+  }
+
+  /** Made when needed: most sessions are accepted and never use it. */
+  #tempfail(): MilterReply {
+    return replyCode(451, "4.7.1", this.#options.tempfailText ?? DEFAULT_TEMPFAIL_TEXT);
   }
 
   get negotiated(): Negotiated | undefined {
@@ -187,7 +216,7 @@ export class MilterSession {
         if (next === undefined) break;
         offset = next.end;
         const reply = this.handle(decodeCommand(next.frame));
-        if (reply !== undefined) replies.push(encodeReply(reply));
+        if (reply !== undefined) replies.push(encoded(reply));
       }
       // Copy an unfinished tail so it does not pin the whole chunk it came in.
       const rest =
@@ -204,9 +233,10 @@ export class MilterSession {
   /** Applies one command; returns its reply, or undefined where the protocol has none. */
   handle(c: MilterCommand): MilterReply | undefined {
     if (c.type === "optneg") {
-      this.#negotiated = negotiate(c, this.#options.acceptAt);
+      const { negotiated, reply } = optnegReply(c, this.#options.acceptAt);
+      this.#negotiated = negotiated;
       this.#reset();
-      return { type: "optneg", ...this.#negotiated };
+      return reply;
     }
     const negotiated = this.#negotiated;
     if (negotiated === undefined) {
@@ -252,7 +282,7 @@ export class MilterSession {
       authenticated: this.#macro("auth_authen"),
     };
     this.#macros.delete("R");
-    return this.#ask(request, this.#tempfail);
+    return this.#ask(request, this.#tempfail());
   }
 
   /** Decides and maps the verdict; `onError` is the fail-safe reply if decide() throws. */
@@ -271,9 +301,9 @@ export class MilterSession {
       case "continue":
         return CONTINUE;
       case "reject":
-        return this.#reject;
+        return replyCode(550, "5.7.1", this.#options.rejectText);
       case "tempfail":
-        return this.#tempfail;
+        return this.#tempfail();
     }
   }
 
