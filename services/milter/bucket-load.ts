@@ -195,5 +195,7 @@ function digitsBetween(s: string, start: number, end: number): number {
     if (!(d >= 0 && d <= 9)) return -1;
     n = n * 10 + d;
   }
-  return n;
+  // Past 15 digits (the nanosecond timestamp) summing digits rounds differently from reading the
+  // number whole, which is exact to the nearest double.
+  return end - start > 15 ? Number(s.slice(start, end)) : n;
 }

@@ -68,7 +68,7 @@ describe("parseDelivery", () => {
       fc.property(fc.array(subject, { minLength: 1, maxLength: 4 }), (replies) => {
         for (const reply of replies) assert.deepEqual(parseDelivery(reply), reference(reply));
       }),
-      { numRuns: 5000 },
+      { numRuns: 20_000 },
     );
   });
 });
