@@ -101,6 +101,21 @@ describe("front doors of the milter role", () => {
     });
   });
 
+  it("count the mirror's changes and each door's decisions in /metrics", async () => {
+    await answers("192.0.2.5");
+    const metrics = await roles.metrics();
+    const value = (name: string, labels: string) =>
+      Number(new RegExp(`^${name}\\{${labels}[^}]*\\} (\\d+)$`, "m").exec(metrics)?.[1] ?? NaN);
+    // The lease and the authorizer's heartbeats are puts.
+    assert.ok(value("relaylease_mirror_changes_total", 'operation="PUT"') >= 2, metrics);
+    assert.equal(value("relaylease_mirror_changes_total", 'operation="DEL"'), 0);
+    assert.equal(value("relaylease_mirror_entries", ""), 1);
+    for (const door of ["policy", "socketmap", "whoson"]) {
+      const leased = `door="${door}",verdict="accept",reason="leased"`;
+      assert.ok(value("relaylease_decisions_total", leased) >= 1, `${door}: ${metrics}`);
+    }
+  });
+
   it("keep known leases and fail safe for unknown clients once NATS is gone", async () => {
     await server.stop();
     await waitFor(() => milter.mirror.stale(Date.now()), 5000, "the mirror to go stale");
