@@ -19,3 +19,25 @@ export function createLogger(
   };
   return destination === undefined ? pino(options) : pino(options, destination);
 }
+
+/**
+ * A warning a remote peer can cause in bulk (bad datagrams, refused peers): logged at most once
+ * per `intervalMs`, carrying how many were left out before it.
+ */
+export function rateLimitedWarn(
+  log: Logger,
+  intervalMs: number,
+): (fields: object, msg: string) => void {
+  let last = -Infinity;
+  let suppressed = 0;
+  return (fields, msg) => {
+    const now = performance.now();
+    if (now - last < intervalMs) {
+      suppressed++;
+      return;
+    }
+    log.warn({ ...fields, suppressed }, msg);
+    last = now;
+    suppressed = 0;
+  };
+}

@@ -167,24 +167,22 @@ export function parseDelivery(reply: string | undefined): Delivery | undefined {
   // Tokens: 9 in the classic form, 11 or 12 with a domain; `at` is the dot before <sseq>.
   const at = count === 8 ? 4 : count === 10 || count === 11 ? 6 : -1;
   if (at < 0) return undefined;
-  const number = (k: number) => {
-    const next = at + k + 1;
-    return digitsBetween(
-      reply,
-      (dots[at + k] ?? 0) + 1,
-      next < count ? (dots[next] ?? 0) : reply.length,
-    );
-  };
-  const streamSeq = number(0);
-  const deliverySeq = number(1);
-  const nanos = number(2);
-  const pending = number(3);
+  const streamSeq = tokenNumber(reply, count, at);
+  const deliverySeq = tokenNumber(reply, count, at + 1);
+  const nanos = tokenNumber(reply, count, at + 2);
+  const pending = tokenNumber(reply, count, at + 3);
   if (streamSeq < 0 || deliverySeq < 0 || nanos < 0 || pending < 0) return undefined;
   return { streamSeq, deliverySeq, timestampMs: Math.floor(nanos / 1e6), pending };
 }
 
 /** Dot positions of the subject being read; parsing is synchronous, so one array is enough. */
 const deliveryDots = new Int32Array(11);
+
+/** The number in the token after dot `i` of the `count` found in `s`, or -1. */
+function tokenNumber(s: string, count: number, i: number): number {
+  const end = i + 1 < count ? (deliveryDots[i + 1] ?? 0) : s.length;
+  return digitsBetween(s, (deliveryDots[i] ?? 0) + 1, end);
+}
 
 /** The decimal number s[start, end) (1 to 20 digits), or -1. */
 function digitsBetween(s: string, start: number, end: number): number {

@@ -6,7 +6,7 @@
  * and no pause per request; at an MTA's pace this layer is most of what a request costs.
  *
  * Budget and limits, and what happens at each:
- * - `maxConnections`: a connection beyond it is closed at once (counted in `stats.rejected`,
+ * - `maxConnections` (1000 unless a door says otherwise): a connection beyond it is closed at once (counted in `stats.rejected`,
  *   logged once per episode); the MTA retries later or fails closed.
  * - `idleTimeoutMs`: a connection that sends nothing this long is closed (a dead peer, or an MTA
  *   that forgot it); each door picks a time longer than its MTA's own idle close. A session may
@@ -56,9 +56,11 @@ export interface StreamServerOptions {
   /** "host:port", "[ipv6]:port" or a unix socket path (parseListenAddress). */
   listen: string;
   log: Logger;
-  maxConnections: number;
+  /** Default DEFAULT_MAX_CONNECTIONS. */
+  maxConnections?: number | undefined;
   idleTimeoutMs: number;
-  closeTimeoutMs: number;
+  /** Default DEFAULT_CLOSE_TIMEOUT_MS. */
+  closeTimeoutMs?: number | undefined;
   /** TCP_NODELAY, for a door whose peer waits on each reply before it writes on. */
   noDelay?: boolean;
   /** TCP keep-alive probes after this much silence, to find dead peers of long idle times. */
@@ -92,6 +94,10 @@ export interface StreamServer {
   close(): Promise<void>;
 }
 
+/** Every door's budget unless it sets its own: MTAs hold one connection per process at most. */
+export const DEFAULT_MAX_CONNECTIONS = 1000;
+export const DEFAULT_CLOSE_TIMEOUT_MS = 2_000;
+
 export function newStreamServerStats(): StreamServerStats {
   return { connections: 0, accepted: 0, rejected: 0, protocolErrors: 0, answerErrors: 0 };
 }
@@ -103,7 +109,8 @@ export async function startStreamServer(options: StreamServerOptions): Promise<S
   const tcp = "port" in parseListenAddress(options.listen);
   const perConnection = { ...options, keepAliveMs: tcp ? options.keepAliveMs : undefined };
   const server = net.createServer({ allowHalfOpen: true });
-  server.maxConnections = options.maxConnections;
+  const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  server.maxConnections = maxConnections;
   const connections = new Set<Connection>();
   let atLimit = false;
   let next = 0;
@@ -139,12 +146,17 @@ export async function startStreamServer(options: StreamServerOptions): Promise<S
   server.on("error", (err) => {
     log.error({ err }, `${options.name} server error`);
   });
-  log.info({ address, maxConnections: options.maxConnections }, `${options.name} server listening`);
+  log.info({ address, maxConnections }, `${options.name} server listening`);
   let closing: Promise<void> | undefined;
   return {
     address,
     stats,
-    close: () => (closing ??= shutdown(server, connections, options.closeTimeoutMs)),
+    close: () =>
+      (closing ??= shutdown(
+        server,
+        connections,
+        options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS,
+      )),
   };
 }
 

@@ -62,11 +62,9 @@ export interface MilterServer {
 }
 
 export const MILTER_SERVER_DEFAULTS = Object.freeze({
-  maxConnections: 1000,
   negotiateTimeoutMs: 10_000,
   frameTimeoutMs: 30_000,
   idleTimeoutMs: 7_210_000,
-  closeTimeoutMs: 2_000,
   maxFrameLength: DEFAULT_MAX_FRAME_LENGTH,
 });
 
@@ -74,11 +72,9 @@ export async function startMilterServer(options: MilterServerOptions): Promise<M
   const d = MILTER_SERVER_DEFAULTS;
   const o = {
     ...options,
-    maxConnections: options.maxConnections ?? d.maxConnections,
     negotiateTimeoutMs: options.negotiateTimeoutMs ?? d.negotiateTimeoutMs,
     frameTimeoutMs: options.frameTimeoutMs ?? d.frameTimeoutMs,
     idleTimeoutMs: options.idleTimeoutMs ?? d.idleTimeoutMs,
-    closeTimeoutMs: options.closeTimeoutMs ?? d.closeTimeoutMs,
     maxFrameLength: options.maxFrameLength ?? d.maxFrameLength,
   };
   const stats: MilterServerStats = { ...newStreamServerStats(), requests: 0 };

@@ -89,16 +89,24 @@ function parseRequest(bytes: Buffer, limits: PolicyLimits): PolicyRequest {
   const request = new Map<string, string>();
   for (let start = 0, n = 1; start < text.length; n++) {
     const lf = text.indexOf("\n", start);
-    checkLine(text, start, lf, n, limits);
-    const eq = text.indexOf("=", start);
+    const eq = checkLine(text, start, lf, n, limits);
     request.set(text.slice(start, eq), text.slice(eq + 1, lf));
     start = lf + 1;
   }
   return request;
 }
 
-/** The line text[start, lf) of a body already known to be UTF-8 without NUL; as checkLines. */
-function checkLine(text: string, start: number, lf: number, n: number, limits: PolicyLimits): void {
+/**
+ * The line text[start, lf) of a body already known to be UTF-8 without NUL, as checkLines;
+ * returns where its "=" is.
+ */
+function checkLine(
+  text: string,
+  start: number,
+  lf: number,
+  n: number,
+  limits: PolicyLimits,
+): number {
   // A UTF-16 unit is at most three UTF-8 bytes: only a long line needs its bytes counted.
   const chars = lf - start;
   if (
@@ -113,6 +121,7 @@ function checkLine(text: string, start: number, lf: number, n: number, limits: P
   const eq = text.indexOf("=", start);
   if (eq < 0 || eq > lf) throw new ProtocolError(`line ${n}: no "=" after the attribute name`);
   if (eq === start) throw new ProtocolError(`line ${n}: empty attribute name`);
+  return eq;
 }
 
 /**

@@ -58,9 +58,9 @@ export async function startPolicyServer(options: PolicyServerOptions): Promise<P
     name: "policy",
     listen: options.listen,
     log: options.log,
-    maxConnections: options.maxConnections ?? 1000,
+    maxConnections: options.maxConnections,
     idleTimeoutMs: options.idleTimeoutMs ?? 330_000,
-    closeTimeoutMs: options.closeTimeoutMs ?? 2_000,
+    closeTimeoutMs: options.closeTimeoutMs,
     session: (connection) =>
       new PolicySession((request) => {
         stats.requests++;

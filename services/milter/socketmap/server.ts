@@ -87,9 +87,9 @@ export async function startSocketmapServer(
     name: "socketmap",
     listen: options.listen,
     log: options.log,
-    maxConnections: options.maxConnections ?? 1000,
+    maxConnections: options.maxConnections,
     idleTimeoutMs: options.idleTimeoutMs ?? 3_660_000,
-    closeTimeoutMs: options.closeTimeoutMs ?? 2_000,
+    closeTimeoutMs: options.closeTimeoutMs,
     stats,
     session: (connection) => {
       const observe = observer(connection, stats, options.log);

@@ -29,7 +29,7 @@ import dgram from "node:dgram";
 import { networkContains, tryParseAddress } from "../../../shared/address.ts";
 import type { Network } from "../../../shared/address.ts";
 import { formatListenAddress, parseListenAddress } from "../../../shared/listen-address.ts";
-import type { Logger } from "../../../shared/log.ts";
+import { rateLimitedWarn, type Logger } from "../../../shared/log.ts";
 import { ProtocolError } from "../../../shared/protocol-error.ts";
 import {
   newStreamServerStats,
@@ -125,7 +125,7 @@ export async function startWhosonServer(options: WhosonServerOptions): Promise<W
     limits: options.limits ?? DEFAULT_WHOSON_LIMITS,
     stats,
     allowed: allowList(options.allow),
-    warn: rateLimited(log, 60_000),
+    warn: rateLimitedWarn(log, 60_000),
   };
   const where = parseListenAddress(options.listen);
   const udpWanted = "port" in where && (options.udp ?? true);
@@ -154,10 +154,10 @@ function startTcp(options: WhosonServerOptions, settings: Settings): Promise<Str
     name: "whoson",
     listen: options.listen,
     log: options.log,
-    maxConnections: options.maxConnections ?? 1000,
+    maxConnections: options.maxConnections,
     // gowhoson closes a session after 10 s without a request; whoson clients reconnect.
     idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
-    closeTimeoutMs: options.closeTimeoutMs ?? 2_000,
+    closeTimeoutMs: options.closeTimeoutMs,
     stats,
     refuse: (socket) => {
       if (settings.allowed(socket.remoteAddress)) return undefined;
@@ -298,20 +298,4 @@ function serveUdp(socket: dgram.Socket, settings: Settings, log: Logger): void {
       if (err) logOf().debug({ err }, "whoson reply not sent");
     });
   });
-}
-
-/** A warning at most once per `intervalMs`, carrying how many were left out before it. */
-function rateLimited(log: Logger, intervalMs: number): (obj: object, msg: string) => void {
-  let last = -Infinity;
-  let suppressed = 0;
-  return (obj, msg) => {
-    const now = performance.now();
-    if (now - last < intervalMs) {
-      suppressed++;
-      return;
-    }
-    log.warn({ ...obj, suppressed }, msg);
-    last = now;
-    suppressed = 0;
-  };
 }

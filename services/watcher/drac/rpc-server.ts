@@ -26,7 +26,7 @@ import { lookup } from "node:dns/promises";
 import net from "node:net";
 import { tryParseAddress } from "../../../shared/address.ts";
 import { parseListenAddress } from "../../../shared/listen-address.ts";
-import type { Logger } from "../../../shared/log.ts";
+import { rateLimitedWarn, type Logger } from "../../../shared/log.ts";
 import { ProtocolError } from "../../../shared/protocol-error.ts";
 import { DEFAULT_RECORD_LIMITS, type RecordLimits } from "./record-marking.ts";
 import { RpcStreamSession, dispatch } from "./session.ts";
@@ -116,7 +116,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     onOutcome: options.onOutcome ?? (() => undefined),
     limits: options.limits ?? DEFAULT_RECORD_LIMITS,
     stats,
-    warn: rateLimited(options.log),
+    warn: rateLimitedWarn(options.log, WARN_INTERVAL_MS),
     localHost: wildcard ? undefined : host,
   };
   const { udp, tcp, port } = await bindBoth(host, family === 6 ? "udp6" : "udp4", where.port);
@@ -334,20 +334,4 @@ async function shutdown(
   }, closeTimeoutMs);
   await Promise.all([udpClosed, tcpClosed]);
   clearTimeout(deadline);
-}
-
-/** A warning at most once per WARN_INTERVAL_MS, saying how many were suppressed in between. */
-function rateLimited(log: Logger): (fields: object, msg: string) => void {
-  let last = 0;
-  let suppressed = 0;
-  return (fields, msg) => {
-    const now = Date.now();
-    if (now - last < WARN_INTERVAL_MS) {
-      suppressed++;
-      return;
-    }
-    log.warn({ ...fields, suppressed }, msg);
-    last = now;
-    suppressed = 0;
-  };
 }

@@ -32,7 +32,7 @@ import {
   removeStaleSocket,
   type ListenAddress,
 } from "../../../shared/listen-address.ts";
-import type { Logger } from "../../../shared/log.ts";
+import { rateLimitedWarn, type Logger } from "../../../shared/log.ts";
 import { ProtocolError } from "../../../shared/protocol-error.ts";
 import { parseLogMessage, type LogRecord } from "./parse.ts";
 import { decodeSyslog, type SyslogMessage } from "./syslog-codec.ts";
@@ -118,8 +118,7 @@ function datagramHandler(
   stats: SyslogServerStats,
 ): OnDatagram {
   const now = options.now ?? Date.now;
-  let lastWarn = 0;
-  let suppressed = 0;
+  const warn = rateLimitedWarn(log, WARN_INTERVAL_MS);
   return (datagram, peer) => {
     stats.datagrams++;
     let record: LogRecord | undefined;
@@ -128,14 +127,7 @@ function datagramHandler(
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err; // our own bug: fail loudly
       stats.protocolErrors++;
-      const t = Date.now();
-      if (t - lastWarn < WARN_INTERVAL_MS) {
-        suppressed++;
-        return;
-      }
-      log.warn({ err, peer, suppressed }, "bad syslog datagram");
-      lastWarn = t;
-      suppressed = 0;
+      warn({ err, peer }, "bad syslog datagram");
       return;
     }
     if (record === undefined) return;
