@@ -20,15 +20,18 @@
 // dir outside the repository by bench/reference-milter/build.sh.
 //
 // Method: an unmeasured warm-up round, then BENCH_MTA_REPEATS rounds, each running every
-// configuration once (interleaved, so drift on a shared machine hits all alike); the figure is
-// smtp-source's messages per second, the median of the rounds. A run counts only when smtp-source
+// configuration once, in a new order each round (so drift on a shared machine hits all alike and
+// no configuration always follows the same one); the figure is smtp-source's messages per second,
+// the median of the rounds. A goal is judged on paired ratios: in each round, the configuration's
+// rate over its comparator's in that same round; the verdict is their median, printed with their
+// quartiles so a reader sees how far the machine's noise reaches. A run counts only when smtp-source
 // exits 0, the sink got exactly its messages, Postfix logged each `status=sent` and nothing was
 // rejected, deferred or bounced, and (for the role's front doors) the role counted a leased accept
 // at that door for each message. Each configuration is first probed with our SMTP client:
 // 127.0.0.1 may relay, the unleased 127.0.0.3 may not (except at baseline, which checks nothing).
 // Beside each rate, CPU per message (counted until the queue has drained): of every process the
-// run needs (Postfix's, smtp-source, smtp-sink, the checkers), and of the checking process, user
-// and kernel. On a CPU-bound box the first is the rate's inverse without the noise of other work,
+// run needs (Postfix's, smtp-source, smtp-sink, the checkers), and of the checking process (by
+// the scheduler's clock, exact; its user and kernel split by clock ticks). On a CPU-bound box the first is the rate's inverse without the noise of other work,
 // so goals are judged both ways; each run waits (at most QUIET_WAIT_MS) for the CPUs to be quiet,
 // and the share other processes took anyway is printed.
 //
@@ -117,6 +120,8 @@ interface Configuration {
   readonly door: "policy" | "socketmap" | "milter" | undefined;
   /** The figure the goal compares with, and the least ratio that meets it. */
   readonly goal: { readonly against: string; readonly ratio: number } | undefined;
+  /** The C floor of the same check, where there is one. */
+  readonly floor?: string;
 }
 
 const GATE = "permit_mynetworks, check_client_access static:OK, reject_unauth_destination";
@@ -143,6 +148,7 @@ const CONFIGURATIONS: readonly Configuration[] = [
     checker: "role",
     door: "policy",
     goal: { against: "no check (baseline)", ratio: 0.97 },
+    floor: FLOOR_POLICY,
   },
   {
     name: "socketmap table",
@@ -154,6 +160,7 @@ const CONFIGURATIONS: readonly Configuration[] = [
     checker: "role",
     door: "socketmap",
     goal: { against: "no check (baseline)", ratio: 0.97 },
+    floor: FLOOR_SOCKETMAP,
   },
   {
     name: "relaylease milter",
@@ -322,10 +329,26 @@ async function leasedAccepts(metricsPort: number, door: string): Promise<number>
   return sum;
 }
 
+/**
+ * The checking process's CPU: on the CPU in all, from the scheduler's clock (exact), and the
+ * user and system split, sampled at each clock tick (a rough share for a process this light).
+ */
+interface CheckerCpu {
+  readonly onCpu: number;
+  readonly user: number;
+  readonly system: number;
+}
+
+/** Seconds a live process has run, from /proc/PID/schedstat (nanoseconds, not ticks). */
+async function onCpu(pid: number): Promise<number> {
+  const text = await readFile(`/proc/${pid}/schedstat`, "utf8").catch(() => "");
+  return Number(text.split(" ")[0]) / 1e9;
+}
+
 interface CpuSnapshot {
   /** Postfix (the master and its children, live and reaped), smtp-source, the daemons. */
   readonly ours: number;
-  readonly checker: { readonly user: number; readonly system: number } | undefined;
+  readonly checker: CheckerCpu | undefined;
   /** Seconds all CPUs spent running processes (user, nice, system), and in all. */
   readonly busy: number;
   readonly total: number;
@@ -344,8 +367,13 @@ async function cpuSnapshot(a: Accounted): Promise<CpuSnapshot> {
   // smtp-source has exited and been reaped by the time a snapshot is taken.
   ours += (await processCpu("self"))?.children ?? 0;
   for (const d of a.daemons) ours += whole(await processCpu(d.pid));
-  const checker = a.checker === undefined ? undefined : await processCpu(a.checker.pid);
+  const checker = a.checker === undefined ? undefined : await checkerCpu(a.checker.pid);
   return { ours, checker, ...(await machineCpu()) };
+}
+
+async function checkerCpu(pid: number): Promise<CheckerCpu | undefined> {
+  const p = await processCpu(pid);
+  return p === undefined ? undefined : { onCpu: await onCpu(pid), ...p };
 }
 
 /** Seconds all CPUs spent running processes (user, nice, system), and in all, so far. */
@@ -415,7 +443,7 @@ interface Run {
   /** CPU per message of everything the run needs, smtp-source to smtp-sink, in microseconds. */
   readonly oursUs: number;
   /** CPU per message of the checking process, in user and kernel mode, in microseconds. */
-  readonly checkerUs: { readonly user: number; readonly system: number } | undefined;
+  readonly checkerUs: CheckerCpu | undefined;
   /** Share of all CPUs that processes not ours ran: other work on a shared machine. */
   readonly foreign: number;
 }
@@ -438,10 +466,13 @@ async function measure(
   const t0 = performance.now();
   const r = await run(sourceCommand(pf.port, messages));
   const seconds = (performance.now() - t0) / 1000;
+  let after: CpuSnapshot;
   try {
     if (r.code !== 0) throw new Error(`smtp-source exited ${String(r.code)}`);
     await verify(pf, sink, { logStart, sunk }, messages);
     for (const d of accounted.daemons) d.check();
+    // Before the role is asked for its counters: rendering /metrics is not a decision's cost.
+    after = await cpuSnapshot(accounted);
     const accepts = (await accounted.decisions?.()) ?? NaN;
     if (decided !== undefined && !(accepts - decided >= messages)) {
       throw new Error(`the role counted ${accepts - decided} leased accepts for ${messages}`);
@@ -451,7 +482,6 @@ async function measure(
     const detail = `--- smtp-source ---\n${r.stderr}\n--- maillog ---\n${log}`;
     throw new Error(`${(err as Error).message}\n${detail}`, { cause: err });
   }
-  const after = await cpuSnapshot(accounted);
   const perMessage = (b = 0, a = 0) => ((a - b) / messages) * 1e6;
   const { checker: c0 } = before;
   const { checker: c1 } = after;
@@ -461,7 +491,11 @@ async function measure(
     checkerUs:
       c0 === undefined
         ? undefined
-        : { user: perMessage(c0.user, c1?.user), system: perMessage(c0.system, c1?.system) },
+        : {
+            onCpu: perMessage(c0.onCpu, c1?.onCpu),
+            user: perMessage(c0.user, c1?.user),
+            system: perMessage(c0.system, c1?.system),
+          },
     foreign:
       Math.max(0, after.busy - before.busy - (after.ours - before.ours)) /
       (after.total - before.total),
@@ -658,7 +692,7 @@ async function bench(cleanups: Cleanups): Promise<void> {
   const setup = `${SESSIONS} sessions x ${MESSAGES} messages of ${SIZE} bytes, median of ${REPEATS}`;
   process.stdout.write(`Postfix ${await postfixVersion()}, ${setup}\n`);
   for (let round = 0; round <= REPEATS; round++) {
-    for (const c of CONFIGURATIONS) {
+    for (const c of round === 0 ? CONFIGURATIONS : shuffled(CONFIGURATIONS, round)) {
       await pf.reconfigure({ ...relaying, ...c.settings(ports) });
       if (round > 0) {
         runs.get(c.name)?.push(await measure(pf, sink, accounted(c), MESSAGES));
@@ -676,12 +710,49 @@ async function bench(cleanups: Cleanups): Promise<void> {
   });
 }
 
+/** The items in an order that depends only on `seed` (Fisher-Yates over a small LCG). */
+function shuffled<T>(items: readonly T[], seed: number): T[] {
+  const out = [...items];
+  let state = (seed * 2_654_435_761) >>> 0;
+  for (let i = out.length - 1; i > 0; i--) {
+    state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
+    const j = state % (i + 1);
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
+/** The value at quantile q (0..1) of xs, the nearest rank. */
+function quantile(xs: readonly number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.round(q * (s.length - 1)))] ?? NaN;
+}
+
+/** Round by round, f(this run) over f(the other's run in the same round). */
+function pairedRatios(
+  mine: readonly Run[],
+  other: readonly Run[],
+  f: (mine: Run, other: Run) => number,
+): number[] {
+  return mine.flatMap((r, i) => {
+    const o = other[i];
+    return o === undefined ? [] : [f(r, o)];
+  });
+}
+
+/** "0.981 [0.962..0.995]": the median of paired ratios and their quartiles. */
+function spread(ratios: readonly number[]): string {
+  const q = (x: number) => quantile(ratios, x).toFixed(3);
+  return `${q(0.5)} [${q(0.25)}..${q(0.75)}]`;
+}
+
 /** Medians over a configuration's runs. */
 function medians(rs: readonly Run[]) {
   const of = (f: (r: Run) => number) => median(rs.map(f));
   return {
     perSecond: of((r) => r.perSecond),
     oursUs: of((r) => r.oursUs),
+    checker: of((r) => r.checkerUs?.onCpu ?? NaN),
     user: of((r) => r.checkerUs?.user ?? NaN),
     system: of((r) => r.checkerUs?.system ?? NaN),
     foreign: of((r) => r.foreign),
@@ -696,30 +767,38 @@ function medians(rs: readonly Run[]) {
 function figureLines(c: Configuration, runs: ReadonlyMap<string, readonly Run[]>): string[] {
   const rs = runs.get(c.name) ?? [];
   const m = medians(rs);
-  const base = medians(runs.get(CONFIGURATIONS[0]?.name ?? "") ?? []);
+  const baseRuns = runs.get(CONFIGURATIONS[0]?.name ?? "") ?? [];
+  const base = medians(baseRuns);
   let goal = "";
   const target = c.goal;
   if (target !== undefined) {
-    const other = medians(runs.get(target.against) ?? []);
-    const verdict = (ratio: number) =>
-      `${ratio.toFixed(3)} ${ratio >= target.ratio ? "met" : "NOT met"}`;
-    const byRate = verdict(m.perSecond / other.perSecond);
-    const byCpu = verdict(other.oursUs / m.oursUs);
+    const other = runs.get(target.against) ?? [];
+    const verdict = (ratios: readonly number[]) =>
+      `${spread(ratios)} ${quantile(ratios, 0.5) >= target.ratio ? "met" : "NOT met"}`;
+    const byRate = verdict(pairedRatios(rs, other, (a, b) => a.perSecond / b.perSecond));
+    const byCpu = verdict(pairedRatios(rs, other, (a, b) => b.oursUs / a.oursUs));
     goal = `  goal >= ${target.ratio.toFixed(2)} x ${target.against}: ${byRate} (by CPU/msg: ${byCpu})`;
   }
-  const figure = `${m.perSecond.toFixed(0).padStart(5)} msg/s  ${(m.perSecond / base.perSecond).toFixed(3)} x baseline`;
+  const toBase = spread(pairedRatios(rs, baseRuns, (a, b) => a.perSecond / b.perSecond));
+  const figure = `${m.perSecond.toFixed(0).padStart(5)} msg/s  ${toBase} x baseline`;
   const each = (f: (r: Run) => number) => rs.map((r) => f(r).toFixed(0)).join("/");
   const all = `${m.oursUs.toFixed(0)} µs (${(m.oursUs / base.oursUs).toFixed(3)} x baseline)`;
   const details = [
     `runs ${each((r) => r.perSecond)} msg/s`,
+    ...(c.floor === undefined ? [] : [`over its C floor: ${overFloor(rs, runs.get(c.floor))}`]),
     `CPU/msg: all processes ${all}, runs ${each((r) => r.oursUs)}`,
   ];
-  if (!Number.isNaN(m.user)) {
-    const split = `${m.user.toFixed(0)} user + ${m.system.toFixed(0)} sys`;
-    details.push(`${c.checker ?? ""} ${(m.user + m.system).toFixed(0)} µs (${split})`);
+  if (!Number.isNaN(m.checker)) {
+    const split = `ticks: ${m.user.toFixed(0)} user + ${m.system.toFixed(0)} sys`;
+    details.push(`${c.checker ?? ""} ${m.checker.toFixed(0)} µs (${split})`);
   }
   details.push(`other load ${(m.foreign * 100).toFixed(0)}% of the CPUs`);
   return [`${c.name.padEnd(24)} ${figure}${goal}`, `${"".padEnd(26)}[${details.join("; ")}]`];
+}
+
+/** Paired ratios of the rate over the floor's: what this server costs beyond any server. */
+function overFloor(rs: readonly Run[], floor: readonly Run[] | undefined): string {
+  return spread(pairedRatios(rs, floor ?? [], (a, b) => a.perSecond / b.perSecond));
 }
 
 function report(
