@@ -22,7 +22,7 @@
 // BENCH_PACE_ONLY (only the runs whose name holds this text, e.g. "policy").
 // Needs nats-server (NATS_SERVER_BIN) and gcc + libmilter-dev (scripts/install-bench-tools.sh).
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFile, writeFile, mkdtemp, rm } from "node:fs/promises";
+import { writeFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -34,6 +34,7 @@ import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { POSTFIX_RCPT_REQUEST, PolicyClient } from "../test/support/policy-client.ts";
 import { SocketmapClient } from "../test/support/socketmap-client.ts";
 import { waitFor } from "../test/support/wait.ts";
+import { processCpu, type ProcessCpu } from "./process-cpu.ts";
 
 const PACE = Number(process.env["BENCH_PACE"] ?? 300);
 const OPS = Number(process.env["BENCH_PACE_OPS"] ?? 3000);
@@ -42,8 +43,6 @@ const ROUNDS = Number(process.env["BENCH_PACE_ROUNDS"] ?? 3);
 const ONLY = process.env["BENCH_PACE_ONLY"] ?? "";
 const CLIENTS = 20;
 const LEASED = "127.0.0.1";
-/** USER_HZ: /proc times are in these ticks. */
-const TICKS_PER_SECOND = 100;
 const BUILD = fileURLToPath(new URL("reference-milter/build.sh", import.meta.url));
 /** Postfix's CONNECT macros (mta-protocols.md): what our milter is handed per connection. */
 const CONNECT_MACROS = {
@@ -92,24 +91,11 @@ net.createServer((s) => {
 
 type Cleanups = (() => Promise<unknown>)[];
 
-/**
- * CPU seconds of a process so far: on the CPU in all, from the scheduler's own clock
- * (/proc/PID/schedstat, nanoseconds), and its user and system split, from /proc/PID/stat. The
- * split is sampled at each clock tick, so for a process that runs a few milliseconds a second it
- * is a rough share; the total is exact.
- */
-async function cpuOf(pid: number): Promise<{ onCpu: number; user: number; system: number }> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  const f = stat
-    .slice(stat.lastIndexOf(")") + 2)
-    .split(" ")
-    .map(Number);
-  const onCpuNs = Number((await readFile(`/proc/${pid}/schedstat`, "utf8")).split(" ")[0]);
-  return {
-    onCpu: onCpuNs / 1e9,
-    user: (f[11] ?? NaN) / TICKS_PER_SECOND,
-    system: (f[12] ?? NaN) / TICKS_PER_SECOND,
-  };
+/** A live process's CPU so far (bench/process-cpu.ts). */
+async function cpuOf(pid: number): Promise<ProcessCpu> {
+  const cpu = await processCpu(pid);
+  if (cpu === undefined) throw new Error(`process ${pid} has gone`);
+  return cpu;
 }
 
 function started(child: ChildProcess, cleanups: Cleanups): number {

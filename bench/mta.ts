@@ -30,10 +30,11 @@
 // at that door for each message. Each configuration is first probed with our SMTP client:
 // 127.0.0.1 may relay, the unleased 127.0.0.3 may not (except at baseline, which checks nothing).
 // Beside each rate, CPU per message (counted until the queue has drained): of every process the
-// run needs (Postfix's, smtp-source, smtp-sink, the checkers), and of the checking process (by
-// the scheduler's clock, exact; its user and kernel split by clock ticks). On a CPU-bound box the first is the rate's inverse without the noise of other work,
-// so goals are judged both ways; each run waits (at most QUIET_WAIT_MS) for the CPUs to be quiet,
-// and the share other processes took anyway is printed.
+// run needs (Postfix's, smtp-source, smtp-sink, the checkers), and of the checking process
+// (bench/process-cpu.ts: the scheduler's clock, its user and kernel split by clock ticks). On a
+// CPU-bound box the first is the rate's inverse without the noise of other work, so goals are
+// judged both ways; each run waits (at most QUIET_WAIT_MS) for the CPUs to be quiet, and the
+// share other processes took anyway is printed.
 //
 // Needs root, Postfix, gcc and libmilter-dev (scripts/install-bench-tools.sh) and nats-server.
 // Run: `node bench/mta.ts`. Knobs: BENCH_MTA_MESSAGES (per run), BENCH_MTA_SESSIONS (parallel
@@ -60,6 +61,7 @@ import {
 import { tryEnvelope } from "../test/support/smtp-client.ts";
 import { waitFor } from "../test/support/wait.ts";
 import { provisionForTest } from "../test/support/role-harness.ts";
+import { processCpu, type ProcessCpu } from "./process-cpu.ts";
 
 const MESSAGES = positive("BENCH_MTA_MESSAGES", 4000);
 const SESSIONS = positive("BENCH_MTA_SESSIONS", 20);
@@ -286,7 +288,7 @@ async function ready(daemon: Daemon, port: number): Promise<void> {
   );
 }
 
-interface ProcessCpu {
+interface StatCpu {
   readonly ppid: number;
   /** Its own user and system seconds, all threads. */
   readonly user: number;
@@ -296,7 +298,7 @@ interface ProcessCpu {
 }
 
 /** From /proc/PID/stat; undefined once the process is gone. */
-async function processCpu(pid: number | "self"): Promise<ProcessCpu | undefined> {
+async function statCpu(pid: number | "self"): Promise<StatCpu | undefined> {
   const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
   if (stat === undefined) return undefined;
   // "pid (comm) state ppid ...": comm may hold anything, so count fields after the last ')'.
@@ -329,26 +331,10 @@ async function leasedAccepts(metricsPort: number, door: string): Promise<number>
   return sum;
 }
 
-/**
- * The checking process's CPU: on the CPU in all, from the scheduler's clock (exact), and the
- * user and system split, sampled at each clock tick (a rough share for a process this light).
- */
-interface CheckerCpu {
-  readonly onCpu: number;
-  readonly user: number;
-  readonly system: number;
-}
-
-/** Seconds a live process has run, from /proc/PID/schedstat (nanoseconds, not ticks). */
-async function onCpu(pid: number): Promise<number> {
-  const text = await readFile(`/proc/${pid}/schedstat`, "utf8").catch(() => "");
-  return Number(text.split(" ")[0]) / 1e9;
-}
-
 interface CpuSnapshot {
   /** Postfix (the master and its children, live and reaped), smtp-source, the daemons. */
   readonly ours: number;
-  readonly checker: CheckerCpu | undefined;
+  readonly checker: ProcessCpu | undefined;
   /** Seconds all CPUs spent running processes (user, nice, system), and in all. */
   readonly busy: number;
   readonly total: number;
@@ -356,24 +342,18 @@ interface CpuSnapshot {
 
 async function cpuSnapshot(a: Accounted): Promise<CpuSnapshot> {
   let ours = 0;
-  const whole = (p: ProcessCpu | undefined) =>
-    p === undefined ? 0 : p.user + p.system + p.children;
-  ours += whole(await processCpu(a.masterPid));
+  const whole = (p: StatCpu | undefined) => (p === undefined ? 0 : p.user + p.system + p.children);
+  ours += whole(await statCpu(a.masterPid));
   for (const entry of await readdir("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
-    const p = await processCpu(Number(entry));
+    const p = await statCpu(Number(entry));
     if (p?.ppid === a.masterPid) ours += whole(p);
   }
   // smtp-source has exited and been reaped by the time a snapshot is taken.
-  ours += (await processCpu("self"))?.children ?? 0;
-  for (const d of a.daemons) ours += whole(await processCpu(d.pid));
-  const checker = a.checker === undefined ? undefined : await checkerCpu(a.checker.pid);
+  ours += (await statCpu("self"))?.children ?? 0;
+  for (const d of a.daemons) ours += whole(await statCpu(d.pid));
+  const checker = a.checker === undefined ? undefined : await processCpu(a.checker.pid);
   return { ours, checker, ...(await machineCpu()) };
-}
-
-async function checkerCpu(pid: number): Promise<CheckerCpu | undefined> {
-  const p = await processCpu(pid);
-  return p === undefined ? undefined : { onCpu: await onCpu(pid), ...p };
 }
 
 /** Seconds all CPUs spent running processes (user, nice, system), and in all, so far. */
@@ -443,7 +423,7 @@ interface Run {
   /** CPU per message of everything the run needs, smtp-source to smtp-sink, in microseconds. */
   readonly oursUs: number;
   /** CPU per message of the checking process, in user and kernel mode, in microseconds. */
-  readonly checkerUs: CheckerCpu | undefined;
+  readonly checkerUs: ProcessCpu | undefined;
   /** Share of all CPUs that processes not ours ran: other work on a shared machine. */
   readonly foreign: number;
 }
