@@ -215,21 +215,19 @@ async function main(cleanups: Cleanups): Promise<void> {
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
   const leasedFile = path.join(dir, "leased.txt");
   await writeFile(leasedFile, `${LEASED}\n`);
-  const libmilter = spawn(
-    await build("drac-milter"),
-    ["-p", `inet:${port.libmilter}@127.0.0.1`, "-f", leasedFile],
-    {
-      stdio: ["ignore", "pipe", "inherit"],
-    },
-  );
-  const libmilterPid = started(libmilter, cleanups);
-  await printedLine(libmilter);
+  /** Starts a floor or reference server; resolves with its pid once it prints that it listens. */
   const launch = async (file: string, args: string[]) => {
     const child = spawn(file, args, { stdio: ["ignore", "pipe", "inherit"] });
     const pid = started(child, cleanups);
     await printedLine(child);
     return pid;
   };
+  const libmilterPid = await launch(await build("drac-milter"), [
+    "-p",
+    `inet:${port.libmilter}@127.0.0.1`,
+    "-f",
+    leasedFile,
+  ]);
   const node = (program: string, p: number) =>
     launch(process.execPath, ["--input-type=module", "-e", program, String(p)]);
   const barePid = await node(BARE_MILTER, port.bare);

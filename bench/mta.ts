@@ -422,7 +422,7 @@ interface Run {
   readonly perSecond: number;
   /** CPU per message of everything the run needs, smtp-source to smtp-sink, in microseconds. */
   readonly oursUs: number;
-  /** CPU per message of the checking process, in user and kernel mode, in microseconds. */
+  /** CPU per message of the checking process, in microseconds: on a CPU, and its split. */
   readonly checkerUs: ProcessCpu | undefined;
   /** Share of all CPUs that processes not ours ran: other work on a shared machine. */
   readonly foreign: number;
