@@ -238,6 +238,7 @@ async function main(cleanups: Cleanups): Promise<void> {
     LEASED,
   ]);
 
+  /** CLIENTS persistent connections to a port, closed at the end. */
   const clients = async <T extends { close(): Promise<unknown> }>(
     connect: (address: string) => Promise<T>,
     p: number,
@@ -246,44 +247,34 @@ async function main(cleanups: Cleanups): Promise<void> {
     cleanups.push(() => Promise.all(cs.map((c) => c.close())));
     return cs;
   };
-  const policyRequest = (cs: PolicyClient[]) => async (i: number) => {
-    const action = await cs[i % CLIENTS]?.query({
-      ...POSTFIX_RCPT_REQUEST,
-      client_address: LEASED,
-    });
-    if (action !== "OK") throw new Error(`policy answered ${String(action)}`);
+  /** One policy request per operation to the server on port p, answered OK. */
+  const policyAt = async (p: number) => {
+    const cs = await clients((a) => PolicyClient.connect(a), p);
+    return async (i: number) => {
+      const action = await cs[i % CLIENTS]?.query({
+        ...POSTFIX_RCPT_REQUEST,
+        client_address: LEASED,
+      });
+      if (action !== "OK") throw new Error(`policy answered ${String(action)}`);
+    };
   };
-  const socketmapLookup = (cs: SocketmapClient[]) => async (i: number) => {
-    const reply = await cs[i % CLIENTS]?.lookup("drac", LEASED);
-    if (reply?.status !== "OK") throw new Error(`socketmap answered ${JSON.stringify(reply)}`);
+  /** One socketmap lookup per operation to the server on port p, answered OK. */
+  const socketmapAt = async (p: number) => {
+    const cs = await clients((a) => SocketmapClient.connect(a), p);
+    return async (i: number) => {
+      const reply = await cs[i % CLIENTS]?.lookup("drac", LEASED);
+      if (reply?.status !== "OK") throw new Error(`socketmap answered ${JSON.stringify(reply)}`);
+    };
   };
-  const connectPolicy = (a: string) => PolicyClient.connect(a);
-  const connectSocketmap = (a: string) => SocketmapClient.connect(a);
   const runs: [string, number, (i: number) => Promise<void>][] = [
     ["relaylease milter (connection)", rolePid, () => milterSession(port.milter)],
     ["libmilter reference, C", libmilterPid, () => milterSession(port.libmilter)],
     ["bare Node milter, canned frames", barePid, () => milterSession(port.bare)],
-    [
-      "relaylease policy (request)",
-      rolePid,
-      policyRequest(await clients(connectPolicy, port.policy)),
-    ],
-    [
-      "bare Node policy, canned action",
-      barePolicyPid,
-      policyRequest(await clients(connectPolicy, port.barePolicy)),
-    ],
-    ["policy C floor", floorPid, policyRequest(await clients(connectPolicy, port.floorPolicy))],
-    [
-      "relaylease socketmap (lookup)",
-      rolePid,
-      socketmapLookup(await clients(connectSocketmap, port.socketmap)),
-    ],
-    [
-      "socketmap C floor",
-      floorPid,
-      socketmapLookup(await clients(connectSocketmap, port.floorSocketmap)),
-    ],
+    ["relaylease policy (request)", rolePid, await policyAt(port.policy)],
+    ["bare Node policy, canned action", barePolicyPid, await policyAt(port.barePolicy)],
+    ["policy C floor", floorPid, await policyAt(port.floorPolicy)],
+    ["relaylease socketmap (lookup)", rolePid, await socketmapAt(port.socketmap)],
+    ["socketmap C floor", floorPid, await socketmapAt(port.floorSocketmap)],
   ];
   const best = new Map<string, { rate: number; cpu: number; user: number }>();
   for (let round = 0; round < ROUNDS; round++) {

@@ -61,7 +61,7 @@ import {
 import { tryEnvelope } from "../test/support/smtp-client.ts";
 import { waitFor } from "../test/support/wait.ts";
 import { provisionForTest } from "../test/support/role-harness.ts";
-import { processCpu, type ProcessCpu } from "./process-cpu.ts";
+import { TICKS_PER_SECOND, processCpu, statFields, type ProcessCpu } from "./process-cpu.ts";
 
 const MESSAGES = positive("BENCH_MTA_MESSAGES", 4000);
 const SESSIONS = positive("BENCH_MTA_SESSIONS", 20);
@@ -77,8 +77,6 @@ const RUN_TIMEOUT_MS = 300_000;
 /** After smtp-source ends, the queue must drain into the sink within this. */
 const DRAIN_TIMEOUT_MS = 120_000;
 const READY_TIMEOUT_MS = 30_000;
-/** USER_HZ: /proc times are in these ticks (100 on every Linux this runs on). */
-const TICKS_PER_SECOND = 100;
 /** Before each run, wait at most this long for other processes to leave the CPUs alone. */
 const QUIET_WAIT_MS = 30_000;
 const QUIET_SHARE = 0.15;
@@ -297,16 +295,10 @@ interface StatCpu {
   readonly children: number;
 }
 
-/** From /proc/PID/stat; undefined once the process is gone. */
+/** From /proc/PID/stat, by ticks; undefined once the process is gone. */
 async function statCpu(pid: number | "self"): Promise<StatCpu | undefined> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
-  if (stat === undefined) return undefined;
-  // "pid (comm) state ppid ...": comm may hold anything, so count fields after the last ')'.
-  // ppid, utime, stime, cutime and cstime are fields 4, 14, 15, 16 and 17.
-  const f = stat
-    .slice(stat.lastIndexOf(")") + 2)
-    .split(" ")
-    .map(Number);
+  const f = await statFields(`/proc/${pid}/stat`);
+  if (f === undefined) return undefined;
   const s = (i: number) => (f[i] ?? NaN) / TICKS_PER_SECOND;
   return { ppid: f[1] ?? 0, user: s(11), system: s(12), children: s(13) + s(14) };
 }

@@ -8,7 +8,7 @@
 import { readFile, readdir } from "node:fs/promises";
 
 /** USER_HZ: /proc times are in these ticks (100 on every Linux this runs on). */
-const TICKS_PER_SECOND = 100;
+export const TICKS_PER_SECOND = 100;
 
 export interface ProcessCpu {
   /** Seconds on a CPU, all threads. */
@@ -37,12 +37,22 @@ export async function processCpu(pid: number): Promise<ProcessCpu | undefined> {
 
 /** User and system seconds from a stat file, by ticks. */
 async function ticks(file: string): Promise<{ user: number; system: number } | undefined> {
+  const f = await statFields(file);
+  if (f === undefined) return undefined;
+  return { user: (f[11] ?? NaN) / TICKS_PER_SECOND, system: (f[12] ?? NaN) / TICKS_PER_SECOND };
+}
+
+/**
+ * The numeric fields of a /proc stat file after its `(comm)`, so index 0 is the state (field 3
+ * of proc(5)), 1 the ppid, 11 and 12 utime and stime, 13 and 14 cutime and cstime; undefined
+ * once the process or thread is gone.
+ */
+export async function statFields(file: string): Promise<number[] | undefined> {
   const stat = await readFile(file, "utf8").catch(() => undefined);
   if (stat === undefined) return undefined;
   // "pid (comm) state ...": comm may hold anything, so count fields after the last ')'.
-  const f = stat
+  return stat
     .slice(stat.lastIndexOf(")") + 2)
     .split(" ")
     .map(Number);
-  return { user: (f[11] ?? NaN) / TICKS_PER_SECOND, system: (f[12] ?? NaN) / TICKS_PER_SECOND };
 }
