@@ -161,6 +161,19 @@ describe("policy server: answers", () => {
     assert.ok(Date.now() - started >= 40);
     await server.close();
   });
+
+  it("keeps a connection that asks more often than idleTimeoutMs, each request restarting it", async () => {
+    const { server } = await start({ idleTimeoutMs: 100 });
+    const client = await PolicyClient.connect(server.address);
+    const leased = { ...POSTFIX_RCPT_REQUEST, client_address: LEASED };
+    for (let i = 0; i < 8; i++) {
+      assert.equal(await client.query(leased), "OK"); // 8 x 40 ms: past 100 ms in all
+      await sleep(40);
+    }
+    await sleep(200);
+    await assert.rejects(client.query(leased), /closed/);
+    await server.close();
+  });
 });
 
 describe("policy server: connection limit", () => {
