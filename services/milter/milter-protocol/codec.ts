@@ -267,12 +267,44 @@ function decodeOptneg(data: Buffer, what: string) {
  * value instead of failing: Sendmail has sent that (emersion/go-milter PR #14).
  */
 function decodeMacro(data: Buffer): MilterCommand {
-  if (data.length === 0) throw new ProtocolError("SMFIC_MACRO: no stage byte");
-  const stage = String.fromCharCode(data[0] ?? 0);
-  const strings = readStrings(data.subarray(1), "SMFIC_MACRO");
+  const { stage, pairs } = readMacroPacket(data);
+  const strings = readStrings(pairs, "SMFIC_MACRO");
   const macros: [string, string][] = [];
   for (let i = 0; i < strings.length; i += 2) macros.push([strings[i] ?? "", strings[i + 1] ?? ""]);
   return { type: "macro", stage, macros };
+}
+
+/**
+ * A macro packet checked as decodeCommand checks it, but not split: its stage, and its
+ * name\0value\0 bytes for macroValue. A milter reads one or two macros of a session, often none.
+ * @throws ProtocolError without a stage byte, or when the pairs do not end in NUL.
+ */
+export function readMacroPacket(data: Buffer): { stage: string; pairs: Buffer } {
+  if (data.length === 0) throw new ProtocolError("SMFIC_MACRO: no stage byte");
+  if (data.length > 1 && data[data.length - 1] !== 0) {
+    throw new ProtocolError("SMFIC_MACRO: missing NUL terminator");
+  }
+  return { stage: String.fromCharCode(data[0] ?? 0), pairs: data.subarray(1) };
+}
+
+/**
+ * The value of macro `name` (bare: "rcpt_mailer" finds `{rcpt_mailer}` too) in a packet's pairs
+ * (readMacroPacket); the last one if named twice, "" for a name without its value.
+ */
+export function macroValue(pairs: Buffer, name: string): string | undefined {
+  let value: string | undefined;
+  for (let p = 0; p < pairs.length;) {
+    const nameEnd = pairs.indexOf(0, p);
+    if (nameEnd < 0) break; // not from readMacroPacket: no NUL at the end
+    const found = pairs.toString("utf8", p, nameEnd);
+    let valueEnd = nameEnd + 1 < pairs.length ? pairs.indexOf(0, nameEnd + 1) : nameEnd;
+    if (valueEnd < 0) valueEnd = pairs.length;
+    if (found === name || (found.length === name.length + 2 && found === `{${name}}`)) {
+      value = pairs.toString("utf8", nameEnd + 1, valueEnd);
+    }
+    p = valueEnd + 1;
+  }
+  return value;
 }
 
 /** hostname\0 family, then for 4, 6 and L: uint16 port, address\0; for U nothing more (1.6). */

@@ -20,7 +20,10 @@
  * State: the negotiated options; the connection (client address, CONNECT and HELO macros), kept
  * across messages; per message the MAIL and RCPT macros, dropped by ABORT (Postfix sends one
  * between messages and `A A Q` at the end), by BODYEOB, and RCPT macros after each RCPT, so a
- * recipient never inherits another's `{rcpt_mailer}`. QUIT ends the session; QUIT_NC resets it
+ * recipient never inherits another's `{rcpt_mailer}`. Macro packets are kept as they came (checked,
+ * not split) and read only when a RCPT is decided: a client accepted at CONNECT never needs them.
+ * Only the four stages a RCPT reads (C H M R) are kept, so a peer cannot make a session hold a
+ * packet for every stage byte. QUIT ends the session; QUIT_NC resets it
  * for a new CONNECT on the same connection. Commands before OPTNEG are a ProtocolError.
  */
 import type { AcceptAt, Decision, RelayRequest } from "../decide.ts";
@@ -31,7 +34,9 @@ import {
   decodeCommand,
   encodeReply,
   formatReplyCode,
+  macroValue,
   readFrame,
+  readMacroPacket,
 } from "./codec.ts";
 import type { MilterCommand, MilterReply, SymList } from "./codec.ts";
 
@@ -108,7 +113,11 @@ const NO_REPLY: Partial<Record<MilterCommand["type"], number>> = {
 
 /** Macro stages in SMTP order; a macro packet drops the stages after its own (libmilter). */
 const STAGE_ORDER = "CHMRTLNBE";
+/** The stages kept: a RCPT looks its macros up in R, then M, H, C (libmilter's order). */
+const KEPT_STAGES = 4;
+const HELO_STAGE = STAGE_ORDER.indexOf("H");
 const MESSAGE_STAGE = STAGE_ORDER.indexOf("M");
+const RCPT_STAGE = STAGE_ORDER.indexOf("R");
 
 const CONTINUE: MilterReply = { type: "continue" };
 const ACCEPT: MilterReply = { type: "accept" };
@@ -164,8 +173,8 @@ export class MilterSession {
   readonly #maxFrameLength: number;
   #negotiated: Negotiated | undefined;
   #clientAddress: string | undefined;
-  /** Stage letter -> macro name without braces -> value. */
-  readonly #macros = new Map<string, Map<string, string>>();
+  /** The last macro packet's pairs of each kept stage, by its place in STAGE_ORDER. */
+  readonly #macros: (Buffer | undefined)[] = [undefined, undefined, undefined, undefined];
   #buffer: Buffer = NOTHING;
   #failed = false;
   #closed = false;
@@ -215,7 +224,12 @@ export class MilterSession {
         const next = readFrame(buf, offset, this.#maxFrameLength);
         if (next === undefined) break;
         offset = next.end;
-        const reply = this.handle(decodeCommand(next.frame));
+        const { frame } = next;
+        if (frame.code === C.SMFIC_MACRO) {
+          this.#setMacros(readMacroPacket(frame.data));
+          continue; // no reply
+        }
+        const reply = this.#handle(decodeCommand(frame));
         if (reply !== undefined) replies.push(encoded(reply));
       }
       // Copy an unfinished tail so it does not pin the whole chunk it came in.
@@ -231,7 +245,7 @@ export class MilterSession {
   }
 
   /** Applies one command; returns its reply, or undefined where the protocol has none. */
-  handle(c: MilterCommand): MilterReply | undefined {
+  #handle(c: MilterCommand): MilterReply | undefined {
     if (c.type === "optneg") {
       const { negotiated, reply } = optnegReply(c, this.#options.acceptAt);
       this.#negotiated = negotiated;
@@ -249,11 +263,10 @@ export class MilterSession {
 
   #apply(c: MilterCommand): MilterReply | undefined {
     switch (c.type) {
-      case "macro":
-        this.#setMacros(c.stage, c.macros);
+      case "macro": // read by receive() without decoding; here for completeness
         return undefined;
       case "connect":
-        this.#dropFrom(STAGE_ORDER.indexOf("H")); // keep the `D C` that came just before
+        this.#dropFrom(HELO_STAGE); // keep the `D C` that came just before
         this.#clientAddress = c.family === "4" || c.family === "6" ? c.address : undefined;
         return this.#ask({ clientAddress: this.#clientAddress, stage: "connect" }, CONTINUE);
       case "rcpt":
@@ -281,7 +294,7 @@ export class MilterSession {
       rcptMailer: this.#macro("rcpt_mailer"),
       authenticated: this.#macro("auth_authen"),
     };
-    this.#macros.delete("R");
+    this.#macros[RCPT_STAGE] = undefined;
     return this.#ask(request, this.#tempfail());
   }
 
@@ -307,38 +320,32 @@ export class MilterSession {
     }
   }
 
-  #setMacros(stage: string, pairs: readonly (readonly [string, string])[]): void {
+  #setMacros({ stage, pairs }: { stage: string; pairs: Buffer }): void {
+    if (this.#negotiated === undefined) throw new ProtocolError("macro before SMFIC_OPTNEG");
     const order = STAGE_ORDER.indexOf(stage);
-    if (order >= 0) this.#dropFrom(order + 1);
-    const values = new Map<string, string>();
-    for (const [name, value] of pairs) values.set(bare(name), value);
-    this.#macros.set(stage, values);
+    if (order < 0) return; // a stage we do not know: nothing reads it
+    this.#dropFrom(order + 1);
+    // A copy, so that a kept packet does not pin the whole chunk it came in.
+    if (order < KEPT_STAGES) this.#macros[order] = Buffer.from(pairs);
   }
 
-  /** Forgets the macros of stage `order` and later (and of stages we do not know). */
+  /** Forgets the macros of stage `order` and later. */
   #dropFrom(order: number): void {
-    for (const stage of this.#macros.keys()) {
-      const o = STAGE_ORDER.indexOf(stage);
-      if (o < 0 || o >= order) this.#macros.delete(stage);
-    }
+    for (let i = order; i < KEPT_STAGES; i++) this.#macros[i] = undefined;
   }
 
   /** A macro as libmilter finds it: the RCPT stage first, then the earlier ones. */
   #macro(name: string): string | undefined {
-    for (const stage of "RMHC") {
-      const value = this.#macros.get(stage)?.get(name);
+    for (let i = KEPT_STAGES - 1; i >= 0; i--) {
+      const pairs = this.#macros[i];
+      const value = pairs === undefined ? undefined : macroValue(pairs, name);
       if (value !== undefined) return value;
     }
     return undefined;
   }
 
   #reset(): void {
-    this.#macros.clear();
+    this.#dropFrom(0);
     this.#clientAddress = undefined;
   }
-}
-
-/** `{rcpt_mailer}` -> `rcpt_mailer`; one-letter names come bare already. */
-function bare(name: string): string {
-  return name.startsWith("{") && name.endsWith("}") ? name.slice(1, -1) : name;
 }

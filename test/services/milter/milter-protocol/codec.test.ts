@@ -6,9 +6,12 @@ import {
   decodeCommands,
   decodeReplies,
   encodeCommand,
+  encodeFrame,
   encodeReply,
   formatReplyCode,
+  macroValue,
   readFrame,
+  readMacroPacket,
 } from "../../../../services/milter/milter-protocol/codec.ts";
 import type {
   MilterCommand,
@@ -420,6 +423,81 @@ describe("milter codec: invalid commands", () => {
   it("a bad frame after good ones still throws", () => {
     const wire = Buffer.concat([valid[0]?.wire ?? Buffer.alloc(0), bytes("00 00 00 00")]);
     assert.throws(() => decodeCommands(wire), ProtocolError);
+  });
+});
+
+describe("milter codec: macro packets read without splitting", () => {
+  const valueText = fc.string({ unit: "binary", maxLength: 20 }).filter((x) => !x.includes("\0"));
+  const pairs = (...strings: string[]) => Buffer.from(strings.map((x) => `${x}\0`).join(""));
+  const cases: { name: string; pairs: Buffer; macro: string; want: string | undefined }[] = [
+    {
+      name: "a braced name",
+      pairs: pairs("{rcpt_mailer}", "smtp"),
+      macro: "rcpt_mailer",
+      want: "smtp",
+    },
+    { name: "a one-letter name", pairs: pairs("j", "mx", "_", "c"), macro: "_", want: "c" },
+    { name: "absent", pairs: pairs("j", "mx"), macro: "rcpt_mailer", want: undefined },
+    { name: "no pairs", pairs: Buffer.alloc(0), macro: "j", want: undefined },
+    { name: "named twice: the last", pairs: pairs("{a}", "1", "a", "2"), macro: "a", want: "2" },
+    {
+      name: "a name without its value",
+      pairs: pairs("j", "mx", "{auth_authen}"),
+      macro: "auth_authen",
+      want: "",
+    },
+    {
+      name: "an empty value",
+      pairs: pairs("{auth_authen}", "", "j", "x"),
+      macro: "auth_authen",
+      want: "",
+    },
+    {
+      name: "a value is not a name",
+      pairs: pairs("j", "{a}", "k", "v"),
+      macro: "a",
+      want: undefined,
+    },
+    {
+      name: "braces only around the whole name",
+      pairs: pairs("{ab", "1"),
+      macro: "ab",
+      want: undefined,
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      assert.equal(macroValue(c.pairs, c.macro), c.want);
+    });
+  }
+
+  it("refuses what decodeCommand refuses: no stage byte, no NUL at the end", () => {
+    assert.throws(() => readMacroPacket(Buffer.alloc(0)), /no stage byte/);
+    assert.throws(() => readMacroPacket(Buffer.from("Cj\0mx")), /missing NUL/);
+    assert.deepEqual(readMacroPacket(Buffer.from("C")), { stage: "C", pairs: Buffer.alloc(0) });
+  });
+
+  it("finds what decodeCommand decodes, for any packet", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.constantFrom("a", "{a}", "b", "{b}", ""), valueText), {
+          maxLength: 6,
+        }),
+        fc.boolean(),
+        (list, odd) => {
+          const strings = list.flat();
+          if (odd && strings.length > 0) strings.pop(); // the last name without its value
+          const data = Buffer.concat([Buffer.from("M"), pairs(...strings)]);
+          const [decoded] = decodeCommands(encodeFrame(0x44, data)).commands;
+          if (decoded?.type !== "macro") throw new Error(`decoded ${JSON.stringify(decoded)}`);
+          const { pairs: raw } = readMacroPacket(data);
+          for (const name of ["a", "b", ""]) {
+            const last = decoded.macros.filter(([n]) => n === name || n === `{${name}}`).at(-1);
+            assert.equal(macroValue(raw, name), last?.[1]);
+          }
+        },
+      ),
+    );
   });
 });
 
