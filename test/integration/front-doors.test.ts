@@ -103,6 +103,7 @@ describe("front doors of the milter role", () => {
 
   it("count the mirror's changes and each door's decisions in /metrics", async () => {
     await answers("192.0.2.5");
+    await answers("192.0.2.6");
     const metrics = await roles.metrics();
     const value = (name: string, labels: string) =>
       Number(new RegExp(`^${name}\\{${labels}[^}]*\\} (\\d+)$`, "m").exec(metrics)?.[1] ?? NaN);
@@ -114,6 +115,12 @@ describe("front doors of the milter role", () => {
       const leased = `door="${door}",verdict="accept",reason="leased"`;
       assert.ok(value("relaylease_decisions_total", leased) >= 1, `${door}: ${metrics}`);
     }
+    const refused = 'door="policy",verdict="reject",reason="relay-denied"';
+    assert.ok(value("relaylease_decisions_total", refused) >= 1, metrics);
+    const decided = /^relaylease_decision_duration_seconds_count(?:\{[^}]*\})? (\d+)$/m.exec(
+      metrics,
+    );
+    assert.ok(Number(decided?.[1]) >= 8, metrics); // two clients, each at four doors
   });
 
   it("keep known leases and fail safe for unknown clients once NATS is gone", async () => {
