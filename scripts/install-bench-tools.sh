@@ -2,7 +2,7 @@
 # Installs what the MTA benchmark (bench/mta.ts) needs, from Debian's packages: postfix (it ships
 # smtp-source and smtp-sink; through scripts/install-postfix.sh, which starts no mail service),
 # gcc and libmilter-dev (Sendmail's libmilter, for the C reference milter in
-# bench/reference-milter/).
+# bench/reference-milter/), and valgrind (bench/milter-instructions.ts counts instructions with it).
 #
 # - Idempotent: packages already installed are left alone; with nothing missing it returns at once
 #   and `apt-get update` never runs.
@@ -17,10 +17,10 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/install-postfix.sh"
 
-readonly PACKAGES=(gcc libc6-dev libmilter-dev)
+readonly PACKAGES=(gcc libc6-dev libmilter-dev valgrind)
 missing_packages "${PACKAGES[@]}"
 if [ "${#missing[@]}" -eq 0 ]; then
-  log "gcc, libmilter-dev already installed"
+  log "gcc, libmilter-dev, valgrind already installed"
   exit 0
 fi
 

@@ -1,0 +1,40 @@
+// Node's floors for the front-door benchmarks: servers that answer with canned bytes and parse
+// nothing, what any Node server costs before it does any work. Each is a program for
+// `node --input-type=module -e PROGRAM PORT`; it prints "ready" once it listens on 127.0.0.1:PORT.
+
+/** A milter answering OPTNEG and CONNECT with canned frames, QUIT by closing: Node's floor. */
+export const BARE_MILTER = `
+import net from "node:net";
+const frame = (cmd, payload) => { const b = Buffer.alloc(5 + payload.length); b.writeUInt32BE(1 + payload.length, 0); b[4] = cmd.charCodeAt(0); payload.copy(b, 5); return b; };
+const optneg = Buffer.alloc(12); optneg.writeUInt32BE(6, 0); optneg.writeUInt32BE(0, 4); optneg.writeUInt32BE(0x37e, 8);
+const OPTNEG = frame("O", optneg), ACCEPT = frame("a", Buffer.alloc(0));
+net.createServer((s) => {
+  let buf = Buffer.alloc(0);
+  s.on("error", () => {});
+  s.on("data", (c) => {
+    buf = buf.length ? Buffer.concat([buf, c]) : c;
+    while (buf.length >= 5) {
+      const len = buf.readUInt32BE(0); if (buf.length < 4 + len) break;
+      const cmd = String.fromCharCode(buf[4]); buf = buf.subarray(4 + len);
+      if (cmd === "O") s.write(OPTNEG); else if (cmd === "C") s.write(ACCEPT); else if (cmd === "Q") { s.end(); return; }
+    }
+  });
+}).listen(Number(process.argv[1]), "127.0.0.1", () => console.log("ready"));
+`;
+
+/** A policy server answering every request (up to its blank line) with OK: Node's floor. */
+export const BARE_POLICY = `
+import net from "node:net";
+const OK = Buffer.from("action=OK\\n\\n");
+net.createServer((s) => {
+  let text = "";
+  s.on("error", () => {});
+  s.on("data", (c) => {
+    text += c.toString("latin1");
+    for (let end = text.indexOf("\\n\\n"); end >= 0; end = text.indexOf("\\n\\n")) {
+      text = text.slice(end + 2);
+      s.write(OK);
+    }
+  });
+}).listen(Number(process.argv[1]), "127.0.0.1", () => console.log("ready"));
+`;

@@ -1,0 +1,174 @@
+// Instructions per milter connection, counted by valgrind's cachegrind: the work a server does for
+// one SMTP session, in user mode, as a number this VM's noise cannot blur. CPU time at an MTA's
+// pace (bench/doors-pace.ts) and under Postfix (bench/mta.ts) is what the goals judge, but on a
+// shared VM it moves ±20% between runs; the instruction count of the same code moves about ±5%
+// (when garbage collections fall), so it shows whether a change made a connection do less.
+// It counts no kernel time and no cache miss: compare servers with it, not with the C reference
+// (libmilter's cost is mostly a thread per connection, in the kernel).
+//
+// Each server runs under `valgrind --tool=cachegrind --cache-sim=no`, twice: it takes FIRST
+// connections (the JIT warms up), or FIRST + COUNT, then is stopped; the difference of the two
+// totals over COUNT is one connection's count. A connection is what Postfix makes of a leased
+// client with RELAYLEASE_ACCEPT_AT=connect, one at a time: OPTNEG, CONNECT with Postfix's macros,
+// ACCEPT, close. Servers:
+//   relaylease  the role's process (`node services/cli.ts milter`, every front door open); its
+//               count also holds its idle work over the run (NATS pings, the mirror's supervision),
+//               about 0.2 ms of CPU a second natively
+//   bare Node   bench/bare-servers.ts BARE_MILTER: canned frames, no parsing
+//   libmilter   bench/reference-milter/drac-milter.c
+// Run: `node bench/milter-instructions.ts` (about 6 minutes). Knobs: BENCH_INSN_FIRST (1000),
+// BENCH_INSN_COUNT (3000), BENCH_INSN_ONLY (only the servers whose name holds this text).
+// Needs valgrind, gcc and libmilter-dev (scripts/install-bench-tools.sh) and nats-server.
+import { spawn } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { freePort } from "../services/dev/nats-server.ts";
+import { CLI, relaylease } from "../test/support/cli.ts";
+import { MilterClient } from "../test/support/milter-client.ts";
+import { startTestNatsServer } from "../test/support/nats-server.ts";
+import { waitFor } from "../test/support/wait.ts";
+import { BARE_MILTER } from "./bare-servers.ts";
+
+const FIRST = Number(process.env["BENCH_INSN_FIRST"] ?? 1000);
+const COUNT = Number(process.env["BENCH_INSN_COUNT"] ?? 3000);
+const ONLY = process.env["BENCH_INSN_ONLY"] ?? "";
+const LEASED = "127.0.0.1";
+const BUILD = fileURLToPath(new URL("reference-milter/build.sh", import.meta.url));
+/** Postfix's CONNECT macros (mta-protocols.md). */
+const CONNECT_MACROS = {
+  j: "mx.test.invalid",
+  _: `client [${LEASED}]`,
+  "{daemon_name}": "smtpd",
+  "{client_addr}": LEASED,
+};
+
+interface Server {
+  readonly name: string;
+  readonly command: readonly string[];
+  readonly env?: Readonly<Record<string, string>>;
+  /** Resolves once it answers on `port`. */
+  ready(output: NodeJS.ReadableStream, exited: Promise<unknown>): Promise<void>;
+}
+
+/** One Postfix-like session of a leased client: accepted at CONNECT, then closed without QUIT. */
+async function postfixSession(port: number): Promise<void> {
+  const c = await MilterClient.connect(`127.0.0.1:${port}`, 60_000);
+  await c.negotiate();
+  const reply = await c.connectStep({ family: "4", address: LEASED, port: 40000 }, CONNECT_MACROS);
+  if (reply?.type !== "accept") throw new Error(`milter answered ${JSON.stringify(reply)}`);
+  await c.close();
+}
+
+/** Instructions the server ran in all, after `sessions` sessions. */
+async function instructions(server: Server, port: number, sessions: number, dir: string) {
+  const out = path.join(dir, `cachegrind-${sessions}.out`);
+  const valgrind = ["--tool=cachegrind", "--cache-sim=no", `--cachegrind-out-file=${out}`];
+  const [file = "", ...args] = server.command;
+  const child = spawn("valgrind", [...valgrind, file, ...args], {
+    env: { ...process.env, ...server.env },
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  try {
+    await server.ready(child.stdout, exited);
+    for (let i = 0; i < sessions; i++) await postfixSession(port);
+  } finally {
+    child.kill("SIGTERM"); // cachegrind writes its counts as the process ends, even by a signal
+    await exited;
+  }
+  const summary = /^summary: (\d+)/m.exec(await readFile(out, "utf8"));
+  if (summary === null) throw new Error(`${server.name}: no summary in ${out}`);
+  return Number(summary[1]);
+}
+
+/** Resolves at the first line the server prints (it listens), rejects if it exits first. */
+function printsALine(output: NodeJS.ReadableStream, exited: Promise<unknown>): Promise<void> {
+  return Promise.race([
+    new Promise<void>((resolve) => {
+      output.once("data", () => {
+        resolve();
+      });
+    }),
+    exited.then(() => Promise.reject(new Error("exited at start"))),
+  ]);
+}
+
+async function build(name: string): Promise<string> {
+  const b = spawn("bash", [BUILD, name], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  b.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+  const code = await new Promise((resolve) => b.on("exit", resolve));
+  if (code !== 0) throw new Error(`${BUILD} ${name} exited ${String(code)}`);
+  return out.trim();
+}
+
+async function main(): Promise<void> {
+  const nats = await startTestNatsServer();
+  const dir = await mkdtemp(path.join(tmpdir(), "relaylease-bench-insn-"));
+  try {
+    const env = { RELAYLEASE_NATS_URL: nats.url, RELAYLEASE_NEVER_LEASE: "192.0.2.0/24" };
+    for (const args of [["setup"], ["grant", LEASED, "--ttl", "1h"]]) {
+      const r = await relaylease(args, env);
+      if (r.code !== 0) throw new Error(`relaylease ${args.join(" ")}: ${r.stderr}`);
+    }
+    const leasedFile = path.join(dir, "leased.txt");
+    await writeFile(leasedFile, `${LEASED}\n`);
+    const metrics = await freePort();
+    const port = await freePort();
+    const servers: Server[] = [
+      {
+        name: "relaylease milter",
+        command: [process.execPath, CLI, "milter"],
+        env: {
+          ...env,
+          RELAYLEASE_POLICY_LISTEN: `127.0.0.1:${await freePort()}`,
+          RELAYLEASE_SOCKETMAP_LISTEN: `127.0.0.1:${await freePort()}`,
+          RELAYLEASE_MILTER_LISTEN: `127.0.0.1:${port}`,
+          RELAYLEASE_METRICS_LISTEN: `127.0.0.1:${metrics}`,
+          RELAYLEASE_LOCAL_DOMAINS: "mx.test.invalid",
+          RELAYLEASE_ACCEPT_AT: "connect",
+          RELAYLEASE_STALE_AFTER: "1h", // no authorizer sends heartbeats here
+          LOG_LEVEL: "error",
+        },
+        ready: () =>
+          waitFor(
+            async () =>
+              (await fetch(`http://127.0.0.1:${metrics}/readyz`).catch(() => undefined))?.status ===
+              200,
+            120_000,
+            "the role's /readyz under valgrind",
+            200,
+          ),
+      },
+      {
+        name: "bare Node milter, canned frames",
+        command: [process.execPath, "--input-type=module", "-e", BARE_MILTER, String(port)],
+        ready: printsALine,
+      },
+      {
+        name: "libmilter reference, C",
+        command: [await build("drac-milter"), "-p", `inet:${port}@127.0.0.1`, "-f", leasedFile],
+        ready: printsALine,
+      },
+    ];
+    process.stdout.write(
+      `Instructions per milter connection (cachegrind), ${String(COUNT)} connections after ${String(FIRST)}\n`,
+    );
+    for (const server of servers) {
+      if (!server.name.includes(ONLY)) continue;
+      const warm = await instructions(server, port, FIRST, dir);
+      const more = await instructions(server, port, FIRST + COUNT, dir);
+      const each = Math.round((more - warm) / COUNT);
+      process.stdout.write(`${server.name.padEnd(34)} ${each.toLocaleString("en").padStart(9)}\n`);
+      await sleep(200); // the port is free again
+    }
+  } finally {
+    await nats.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
