@@ -19,7 +19,8 @@
 //              the socketmap table with the same answers and no decision
 // Run: `node bench/doors-pace.ts`. Knobs: BENCH_PACE (operations per second, default 300; 0 =
 // as fast as the clients go), BENCH_PACE_OPS (per run, 3000), BENCH_PACE_ROUNDS (3, best kept),
-// BENCH_PACE_ONLY (only the runs whose name holds this text, e.g. "policy").
+// BENCH_PACE_ONLY (only the runs whose name holds this text, e.g. "policy"), BENCH_PACE_WARM
+// (15000: sessions at each of the role's doors before any run, bench/warm-up.ts).
 // Needs nats-server (NATS_SERVER_BIN) and gcc + libmilter-dev (scripts/install-bench-tools.sh).
 import { spawn, type ChildProcess } from "node:child_process";
 import { writeFile, mkdtemp, rm } from "node:fs/promises";
@@ -35,11 +36,14 @@ import { POSTFIX_RCPT_REQUEST, PolicyClient } from "../test/support/policy-clien
 import { SocketmapClient } from "../test/support/socketmap-client.ts";
 import { waitFor } from "../test/support/wait.ts";
 import { BARE_MILTER, BARE_POLICY } from "./bare-servers.ts";
+import { warmDoors } from "./warm-up.ts";
 import { processCpu, type ProcessCpu } from "./process-cpu.ts";
 
 const PACE = Number(process.env["BENCH_PACE"] ?? 300);
 const OPS = Number(process.env["BENCH_PACE_OPS"] ?? 3000);
 const ROUNDS = Number(process.env["BENCH_PACE_ROUNDS"] ?? 3);
+/** Milter sessions, policy requests and socketmap lookups that warm the role first (warm-up.ts). */
+const WARM = Number(process.env["BENCH_PACE_WARM"] ?? 15_000);
 /** Only the runs whose name holds this text. */
 const ONLY = process.env["BENCH_PACE_ONLY"] ?? "";
 const CLIENTS = 20;
@@ -175,6 +179,9 @@ async function main(cleanups: Cleanups): Promise<void> {
     "the role's /readyz",
     50,
   );
+  const at = (p: number) => `127.0.0.1:${String(p)}`;
+  const doors = { milter: at(port.milter), policy: at(port.policy), socketmap: at(port.socketmap) };
+  await warmDoors(doors, LEASED, WARM);
   const dir = await mkdtemp(path.join(tmpdir(), "relaylease-bench-pace-"));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
   const leasedFile = path.join(dir, "leased.txt");

@@ -7,7 +7,8 @@
 // (libmilter's cost is mostly a thread per connection, in the kernel).
 //
 // Each server runs under `valgrind --tool=cachegrind --cache-sim=no`, twice: it takes FIRST
-// connections (the JIT warms up), or FIRST + COUNT, then is stopped; the difference of the two
+// connections (V8 compiles for the first ten thousand or so, bench/warm-up.ts), or FIRST + COUNT,
+// then is stopped; the difference of the two
 // totals over COUNT is one connection's count. A connection is what Postfix makes of a leased
 // client with RELAYLEASE_ACCEPT_AT=connect, one at a time: OPTNEG, CONNECT with Postfix's macros,
 // ACCEPT, close. Servers:
@@ -16,8 +17,8 @@
 //               about 0.2 ms of CPU a second natively
 //   bare Node   bench/bare-servers.ts BARE_MILTER: canned frames, no parsing
 //   libmilter   bench/reference-milter/drac-milter.c
-// Run: `node bench/milter-instructions.ts` (about 6 minutes). Knobs: BENCH_INSN_FIRST (1000),
-// BENCH_INSN_COUNT (3000), BENCH_INSN_ONLY (only the servers whose name holds this text).
+// Run: `node bench/milter-instructions.ts` (about 10 minutes). Knobs: BENCH_INSN_FIRST (15000),
+// BENCH_INSN_COUNT (5000), BENCH_INSN_ONLY (only the servers whose name holds this text).
 // Needs valgrind, gcc and libmilter-dev (scripts/install-bench-tools.sh) and nats-server.
 import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -27,39 +28,22 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { freePort } from "../services/dev/nats-server.ts";
 import { CLI, relaylease } from "../test/support/cli.ts";
-import { MilterClient } from "../test/support/milter-client.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { waitFor } from "../test/support/wait.ts";
 import { BARE_MILTER } from "./bare-servers.ts";
+import { postfixMilterSession } from "./warm-up.ts";
 
-const FIRST = Number(process.env["BENCH_INSN_FIRST"] ?? 1000);
-const COUNT = Number(process.env["BENCH_INSN_COUNT"] ?? 3000);
+const FIRST = Number(process.env["BENCH_INSN_FIRST"] ?? 15_000);
+const COUNT = Number(process.env["BENCH_INSN_COUNT"] ?? 5000);
 const ONLY = process.env["BENCH_INSN_ONLY"] ?? "";
 const LEASED = "127.0.0.1";
 const BUILD = fileURLToPath(new URL("reference-milter/build.sh", import.meta.url));
-/** Postfix's CONNECT macros (mta-protocols.md). */
-const CONNECT_MACROS = {
-  j: "mx.test.invalid",
-  _: `client [${LEASED}]`,
-  "{daemon_name}": "smtpd",
-  "{client_addr}": LEASED,
-};
-
 interface Server {
   readonly name: string;
   readonly command: readonly string[];
   readonly env?: Readonly<Record<string, string>>;
   /** Resolves once it answers on `port`. */
   ready(output: NodeJS.ReadableStream, exited: Promise<unknown>): Promise<void>;
-}
-
-/** One Postfix-like session of a leased client: accepted at CONNECT, then closed without QUIT. */
-async function postfixSession(port: number): Promise<void> {
-  const c = await MilterClient.connect(`127.0.0.1:${port}`, 60_000);
-  await c.negotiate();
-  const reply = await c.connectStep({ family: "4", address: LEASED, port: 40000 }, CONNECT_MACROS);
-  if (reply?.type !== "accept") throw new Error(`milter answered ${JSON.stringify(reply)}`);
-  await c.close();
 }
 
 /** Instructions the server ran in all, after `sessions` sessions. */
@@ -74,7 +58,8 @@ async function instructions(server: Server, port: number, sessions: number, dir:
   const exited = new Promise((resolve) => child.once("exit", resolve));
   try {
     await server.ready(child.stdout, exited);
-    for (let i = 0; i < sessions; i++) await postfixSession(port);
+    for (let i = 0; i < sessions; i++)
+      await postfixMilterSession(`127.0.0.1:${String(port)}`, LEASED);
   } finally {
     child.kill("SIGTERM"); // cachegrind writes its counts as the process ends, even by a signal
     await exited;
