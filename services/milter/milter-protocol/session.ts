@@ -20,11 +20,12 @@
  * State: the negotiated options; the connection (client address, CONNECT and HELO macros), kept
  * across messages; per message the MAIL and RCPT macros, dropped by ABORT (Postfix sends one
  * between messages and `A A Q` at the end), by BODYEOB, and RCPT macros after each RCPT, so a
- * recipient never inherits another's `{rcpt_mailer}`. Macro packets are kept as they came (checked,
- * not split) and read only when a RCPT is decided: a client accepted at CONNECT never needs them.
- * Only the four stages a RCPT reads (C H M R) are kept, so a peer cannot make a session hold a
- * packet for every stage byte. QUIT ends the session; QUIT_NC resets it
+ * recipient never inherits another's `{rcpt_mailer}`. QUIT ends the session; QUIT_NC resets it
  * for a new CONNECT on the same connection. Commands before OPTNEG are a ProtocolError.
+ *
+ * Macro packets are kept as they came (checked as decodeCommand checks them, not split) and read
+ * only when a RCPT is decided: a client accepted at CONNECT never needs them. Only the four stages
+ * a RCPT reads (C H M R) are kept, so a peer cannot make a session hold a packet per stage byte.
  */
 import type { AcceptAt, Decision, RelayRequest } from "../decide.ts";
 import { ProtocolError } from "../../../shared/protocol-error.ts";
