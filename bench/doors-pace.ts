@@ -27,7 +27,6 @@ import { writeFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { freePort } from "../services/dev/nats-server.ts";
 import { CLI, relaylease } from "../test/support/cli.ts";
 import { MilterClient } from "../test/support/milter-client.ts";
@@ -35,6 +34,7 @@ import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { POSTFIX_RCPT_REQUEST, PolicyClient } from "../test/support/policy-client.ts";
 import { SocketmapClient } from "../test/support/socketmap-client.ts";
 import { waitFor } from "../test/support/wait.ts";
+import { buildFixture } from "./build-fixture.ts";
 import { BARE_MILTER, BARE_POLICY } from "./bare-servers.ts";
 import { warmDoors } from "./warm-up.ts";
 import { processCpu, type ProcessCpu } from "./process-cpu.ts";
@@ -48,7 +48,6 @@ const WARM = Number(process.env["BENCH_PACE_WARM"] ?? 15_000);
 const ONLY = process.env["BENCH_PACE_ONLY"] ?? "";
 const CLIENTS = 20;
 const LEASED = "127.0.0.1";
-const BUILD = fileURLToPath(new URL("reference-milter/build.sh", import.meta.url));
 /** Postfix's CONNECT macros (mta-protocols.md): what our milter is handed per connection. */
 const CONNECT_MACROS = {
   j: "mx.test.invalid",
@@ -85,15 +84,6 @@ function printedLine(child: ChildProcess): Promise<void> {
       reject(new Error(`exited ${String(code)} at start`));
     });
   });
-}
-
-async function build(name: string): Promise<string> {
-  const b = spawn("bash", [BUILD, name], { stdio: ["ignore", "pipe", "inherit"] });
-  let out = "";
-  b.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
-  const code = await new Promise((resolve) => b.on("exit", resolve));
-  if (code !== 0) throw new Error(`${BUILD} ${name} exited ${String(code)}`);
-  return out.trim();
 }
 
 /** Runs OPS operations, CLIENTS at a time, paced; the process's CPU per operation in µs. */
@@ -193,7 +183,7 @@ async function main(cleanups: Cleanups): Promise<void> {
     await printedLine(child);
     return pid;
   };
-  const libmilterPid = await launch(await build("drac-milter"), [
+  const libmilterPid = await launch(await buildFixture("drac-milter"), [
     "-p",
     `inet:${port.libmilter}@127.0.0.1`,
     "-f",
@@ -203,7 +193,7 @@ async function main(cleanups: Cleanups): Promise<void> {
     launch(process.execPath, ["--input-type=module", "-e", program, String(p)]);
   const barePid = await node(BARE_MILTER, port.bare);
   const barePolicyPid = await node(BARE_POLICY, port.barePolicy);
-  const floorPid = await launch(await build("floor-tables"), [
+  const floorPid = await launch(await buildFixture("floor-tables"), [
     String(port.floorPolicy),
     String(port.floorSocketmap),
     LEASED,

@@ -25,11 +25,11 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { freePort } from "../services/dev/nats-server.ts";
 import { CLI, relaylease } from "../test/support/cli.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { waitFor } from "../test/support/wait.ts";
+import { buildFixture } from "./build-fixture.ts";
 import { BARE_MILTER } from "./bare-servers.ts";
 import { postfixMilterSession } from "./warm-up.ts";
 
@@ -37,7 +37,6 @@ const FIRST = Number(process.env["BENCH_INSN_FIRST"] ?? 15_000);
 const COUNT = Number(process.env["BENCH_INSN_COUNT"] ?? 5000);
 const ONLY = process.env["BENCH_INSN_ONLY"] ?? "";
 const LEASED = "127.0.0.1";
-const BUILD = fileURLToPath(new URL("reference-milter/build.sh", import.meta.url));
 interface Server {
   readonly name: string;
   readonly command: readonly string[];
@@ -79,15 +78,6 @@ function printsALine(output: NodeJS.ReadableStream, exited: Promise<unknown>): P
     }),
     exited.then(() => Promise.reject(new Error("exited at start"))),
   ]);
-}
-
-async function build(name: string): Promise<string> {
-  const b = spawn("bash", [BUILD, name], { stdio: ["ignore", "pipe", "inherit"] });
-  let out = "";
-  b.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
-  const code = await new Promise((resolve) => b.on("exit", resolve));
-  if (code !== 0) throw new Error(`${BUILD} ${name} exited ${String(code)}`);
-  return out.trim();
 }
 
 async function main(): Promise<void> {
@@ -135,7 +125,13 @@ async function main(): Promise<void> {
       },
       {
         name: "libmilter reference, C",
-        command: [await build("drac-milter"), "-p", `inet:${port}@127.0.0.1`, "-f", leasedFile],
+        command: [
+          await buildFixture("drac-milter"),
+          "-p",
+          `inet:${port}@127.0.0.1`,
+          "-f",
+          leasedFile,
+        ],
         ready: printsALine,
       },
     ];

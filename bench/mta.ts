@@ -46,7 +46,6 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { freePort } from "../services/dev/nats-server.ts";
 import { CLI, relaylease } from "../test/support/cli.ts";
@@ -62,6 +61,7 @@ import {
 import { tryEnvelope } from "../test/support/smtp-client.ts";
 import { waitFor } from "../test/support/wait.ts";
 import { provisionForTest } from "../test/support/role-harness.ts";
+import { buildFixture } from "./build-fixture.ts";
 import { TICKS_PER_SECOND, processCpu, statFields, type ProcessCpu } from "./process-cpu.ts";
 import { warmDoors } from "./warm-up.ts";
 
@@ -92,7 +92,6 @@ const BAD_LOG = /reject|status=(deferred|bounced)|fatal:|panic:|warning:/;
  */
 const HARMLESS_WARNING =
   /warning: (file system clock is \d+ seconds? ahead of local clock|resetting file time stamps)/;
-const BUILD = fileURLToPath(new URL("reference-milter/build.sh", import.meta.url));
 const FLOOR_POLICY = "policy service, C floor";
 const FLOOR_SOCKETMAP = "socketmap table, C floor";
 
@@ -534,22 +533,6 @@ async function main(): Promise<void> {
   } finally {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
   }
-}
-
-/** A C fixture's path (drac-milter, floor-tables), built (or found in the cache) by build.sh. */
-function buildFixture(name: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const b = spawn("bash", [BUILD, name], { stdio: ["ignore", "pipe", "inherit"] });
-    let out = "";
-    b.stdout.on("data", (chunk: Buffer) => {
-      out += chunk.toString();
-    });
-    b.on("error", reject);
-    b.on("exit", (code) => {
-      if (code === 0) resolve(out.trim());
-      else reject(new Error(`${BUILD} exited ${String(code)}`));
-    });
-  });
 }
 
 /** A fresh nats-server with the stream and bucket, and a lease of an hour for LEASED. */
