@@ -20,7 +20,7 @@
 // Run: `node bench/doors-pace.ts`. Knobs: BENCH_PACE (operations per second, default 300; 0 =
 // as fast as the clients go), BENCH_PACE_OPS (per run, 3000), BENCH_PACE_ROUNDS (3, best kept),
 // BENCH_PACE_ONLY (only the runs whose name holds this text, e.g. "policy"), BENCH_PACE_WARM
-// (15000: sessions at each of the role's doors before any run, bench/warm-up.ts).
+// (15000: sessions at each of the role's doors before any run, bench/role-doors.ts).
 // Needs nats-server (NATS_SERVER_BIN) and gcc + libmilter-dev (scripts/install-bench-tools.sh).
 import { spawn, type ChildProcess } from "node:child_process";
 import { writeFile, mkdtemp, rm } from "node:fs/promises";
@@ -33,28 +33,20 @@ import { MilterClient } from "../test/support/milter-client.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { POSTFIX_RCPT_REQUEST, PolicyClient } from "../test/support/policy-client.ts";
 import { SocketmapClient } from "../test/support/socketmap-client.ts";
-import { waitFor } from "../test/support/wait.ts";
 import { buildFixture } from "./build-fixture.ts";
 import { BARE_MILTER, BARE_POLICY } from "./bare-servers.ts";
-import { warmDoors } from "./warm-up.ts";
+import { postfixConnectMacros, roleEnv, roleReady, warmDoors } from "./role-doors.ts";
 import { processCpu, type ProcessCpu } from "./process-cpu.ts";
 
 const PACE = Number(process.env["BENCH_PACE"] ?? 300);
 const OPS = Number(process.env["BENCH_PACE_OPS"] ?? 3000);
 const ROUNDS = Number(process.env["BENCH_PACE_ROUNDS"] ?? 3);
-/** Milter sessions, policy requests and socketmap lookups that warm the role first (warm-up.ts). */
+/** Milter sessions, policy requests and socketmap lookups that warm the role first (role-doors.ts). */
 const WARM = Number(process.env["BENCH_PACE_WARM"] ?? 15_000);
 /** Only the runs whose name holds this text. */
 const ONLY = process.env["BENCH_PACE_ONLY"] ?? "";
 const CLIENTS = 20;
 const LEASED = "127.0.0.1";
-/** Postfix's CONNECT macros (mta-protocols.md): what our milter is handed per connection. */
-const CONNECT_MACROS = {
-  j: "mx.test.invalid",
-  _: `client [${LEASED}]`,
-  "{daemon_name}": "smtpd",
-  "{client_addr}": LEASED,
-};
 
 type Cleanups = (() => Promise<unknown>)[];
 
@@ -119,7 +111,10 @@ async function measure(pid: number, op: (i: number) => Promise<void>) {
 async function milterSession(port: number): Promise<void> {
   const c = await MilterClient.connect(`127.0.0.1:${port}`);
   await c.negotiate();
-  const reply = await c.connectStep({ family: "4", address: LEASED, port: 40000 }, CONNECT_MACROS);
+  const reply = await c.connectStep(
+    { family: "4", address: LEASED, port: 40000 },
+    postfixConnectMacros(LEASED),
+  );
   if (reply?.type !== "accept") throw new Error(`milter answered ${JSON.stringify(reply)}`);
   await c.send({ type: "quit" });
   await c.closed;
@@ -146,32 +141,12 @@ async function main(cleanups: Cleanups): Promise<void> {
   };
   for (const k of Object.keys(port) as (keyof typeof port)[]) port[k] = await freePort();
   const role = spawn(process.execPath, [CLI, "milter"], {
-    env: {
-      ...process.env,
-      ...env,
-      RELAYLEASE_POLICY_LISTEN: `127.0.0.1:${port.policy}`,
-      RELAYLEASE_SOCKETMAP_LISTEN: `127.0.0.1:${port.socketmap}`,
-      RELAYLEASE_MILTER_LISTEN: `127.0.0.1:${port.milter}`,
-      RELAYLEASE_METRICS_LISTEN: `127.0.0.1:${port.metrics}`,
-      RELAYLEASE_LOCAL_DOMAINS: "mx.test.invalid",
-      RELAYLEASE_ACCEPT_AT: "connect",
-      RELAYLEASE_STALE_AFTER: "1h", // no authorizer sends heartbeats here
-      LOG_LEVEL: "error",
-    },
+    env: { ...process.env, ...roleEnv(nats.url, port) },
     stdio: ["ignore", "ignore", "inherit"],
   });
   const rolePid = started(role, cleanups);
-  await waitFor(
-    async () =>
-      (await fetch(`http://127.0.0.1:${port.metrics}/readyz`).catch(() => undefined))?.status ===
-      200,
-    30_000,
-    "the role's /readyz",
-    50,
-  );
-  const at = (p: number) => `127.0.0.1:${String(p)}`;
-  const doors = { milter: at(port.milter), policy: at(port.policy), socketmap: at(port.socketmap) };
-  await warmDoors(doors, LEASED, WARM);
+  await roleReady(port.metrics, 30_000);
+  await warmDoors(port, LEASED, WARM);
   const dir = await mkdtemp(path.join(tmpdir(), "relaylease-bench-pace-"));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
   const leasedFile = path.join(dir, "leased.txt");

@@ -7,7 +7,7 @@
 // (libmilter's cost is mostly a thread per connection, in the kernel).
 //
 // Each server runs under `valgrind --tool=cachegrind --cache-sim=no`, twice: it takes FIRST
-// connections (V8 compiles for the first ten thousand or so, bench/warm-up.ts), or FIRST + COUNT,
+// connections (V8 compiles for the first ten thousand or so, bench/role-doors.ts), or FIRST + COUNT,
 // then is stopped; the difference of the two
 // totals over COUNT is one connection's count. A connection is what Postfix makes of a leased
 // client with RELAYLEASE_ACCEPT_AT=connect, one at a time: OPTNEG, CONNECT with Postfix's macros,
@@ -28,10 +28,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { freePort } from "../services/dev/nats-server.ts";
 import { CLI, relaylease } from "../test/support/cli.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
-import { waitFor } from "../test/support/wait.ts";
 import { buildFixture } from "./build-fixture.ts";
 import { BARE_MILTER } from "./bare-servers.ts";
-import { postfixMilterSession } from "./warm-up.ts";
+import { postfixMilterSession, roleEnv, roleReady } from "./role-doors.ts";
 
 const FIRST = Number(process.env["BENCH_INSN_FIRST"] ?? 15_000);
 const COUNT = Number(process.env["BENCH_INSN_COUNT"] ?? 5000);
@@ -97,26 +96,13 @@ async function main(): Promise<void> {
       {
         name: "relaylease milter",
         command: [process.execPath, CLI, "milter"],
-        env: {
-          ...env,
-          RELAYLEASE_POLICY_LISTEN: `127.0.0.1:${await freePort()}`,
-          RELAYLEASE_SOCKETMAP_LISTEN: `127.0.0.1:${await freePort()}`,
-          RELAYLEASE_MILTER_LISTEN: `127.0.0.1:${port}`,
-          RELAYLEASE_METRICS_LISTEN: `127.0.0.1:${metrics}`,
-          RELAYLEASE_LOCAL_DOMAINS: "mx.test.invalid",
-          RELAYLEASE_ACCEPT_AT: "connect",
-          RELAYLEASE_STALE_AFTER: "1h", // no authorizer sends heartbeats here
-          LOG_LEVEL: "error",
-        },
-        ready: () =>
-          waitFor(
-            async () =>
-              (await fetch(`http://127.0.0.1:${metrics}/readyz`).catch(() => undefined))?.status ===
-              200,
-            120_000,
-            "the role's /readyz under valgrind",
-            200,
-          ),
+        env: roleEnv(nats.url, {
+          policy: await freePort(),
+          socketmap: await freePort(),
+          milter: port,
+          metrics,
+        }),
+        ready: () => roleReady(metrics, 120_000),
       },
       {
         name: "bare Node milter, canned frames",

@@ -20,15 +20,15 @@
 // dir outside the repository by bench/reference-milter/build.sh.
 //
 // Method: the role's doors first take BENCH_MTA_WARM sessions from our own clients, so that V8 has
-// compiled what a long-running role has (bench/warm-up.ts); an unmeasured warm-up round, then BENCH_MTA_REPEATS rounds, each running every
-// configuration once, in a new order each round (so drift on a shared machine hits all alike and
-// no configuration always follows the same one); the figure is smtp-source's messages per second,
-// the median of the rounds. A goal is judged on paired ratios: in each round, the configuration's
-// rate over its comparator's in that same round; the verdict is their median, printed with their
-// quartiles so a reader sees how far the machine's noise reaches. A run counts only when smtp-source
-// exits 0, the sink got exactly its messages, Postfix logged each `status=sent` and nothing was
-// rejected, deferred or bounced, and (for the role's front doors) the role counted a leased accept
-// at that door for each message. Each configuration is first probed with our SMTP client:
+// compiled what a long-running role has (bench/role-doors.ts); then an unmeasured warm-up round,
+// then BENCH_MTA_REPEATS rounds, each running every configuration once, in a new order each round
+// (so drift on a shared machine hits all alike and no configuration always follows the same one);
+// the figure is smtp-source's messages per second, the median of the rounds. A goal is judged on
+// paired ratios: in each round, the configuration's rate over its comparator's in that same round;
+// the verdict is their median, printed with their quartiles so a reader sees how far the machine's
+// noise reaches. A run counts only when smtp-source exits 0, the sink got exactly its messages,
+// Postfix logged each `status=sent` and nothing was rejected, deferred or bounced, and (for the
+// role's front doors) the role counted a leased accept at that door for each message. Each configuration is first probed with our SMTP client:
 // 127.0.0.1 may relay, the unleased 127.0.0.3 may not (except at baseline, which checks nothing).
 // Beside each rate, CPU per message (counted until the queue has drained): of every process the
 // run needs (Postfix's, smtp-source, smtp-sink, the checkers), and of the checking process
@@ -63,13 +63,13 @@ import { waitFor } from "../test/support/wait.ts";
 import { provisionForTest } from "../test/support/role-harness.ts";
 import { buildFixture } from "./build-fixture.ts";
 import { TICKS_PER_SECOND, processCpu, statFields, type ProcessCpu } from "./process-cpu.ts";
-import { warmDoors } from "./warm-up.ts";
+import { roleEnv, roleReady, warmDoors } from "./role-doors.ts";
 
 const MESSAGES = positive("BENCH_MTA_MESSAGES", 4000);
 const SESSIONS = positive("BENCH_MTA_SESSIONS", 20);
 const SIZE = positive("BENCH_MTA_SIZE", 1000);
 const REPEATS = positive("BENCH_MTA_REPEATS", 3);
-/** Milter sessions, policy requests and socketmap lookups that warm the role (bench/warm-up.ts). */
+/** Milter sessions, policy requests and socketmap lookups that warm the role (bench/role-doors.ts). */
 const WARM = positive("BENCH_MTA_WARM", 15_000);
 const LEASED = "127.0.0.1";
 const UNLEASED = "127.0.0.3";
@@ -273,20 +273,6 @@ function sinkCommand(port: number): string[] {
 function sourceCommand(port: number, messages: number): string[] {
   const args = ["-s", SESSIONS, "-m", messages, "-l", SIZE, "-f", FROM, "-t", TO];
   return ["smtp-source", ...args.map(String), `127.0.0.1:${port}`];
-}
-
-/** Resolves once the role answers 200 on its /readyz. */
-async function ready(daemon: Daemon, port: number): Promise<void> {
-  await waitFor(
-    async () => {
-      daemon.check();
-      const res = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-      return res?.status === 200;
-    },
-    READY_TIMEOUT_MS,
-    `${daemon.name} /readyz on port ${port}`,
-    50,
-  );
 }
 
 interface StatCpu {
@@ -562,25 +548,18 @@ interface Started {
 
 /** `relaylease milter` as its own process, every front door open; resolves once it is ready. */
 async function startRole(natsUrl: string, ports: Ports, cleanups: Cleanups): Promise<Started> {
-  const env = {
-    RELAYLEASE_NATS_URL: natsUrl,
-    RELAYLEASE_POLICY_LISTEN: `127.0.0.1:${ports.policy}`,
-    RELAYLEASE_SOCKETMAP_LISTEN: `127.0.0.1:${ports.socketmap}`,
-    RELAYLEASE_MILTER_LISTEN: `127.0.0.1:${ports.milter}`,
-    RELAYLEASE_METRICS_LISTEN: `127.0.0.1:${ports.metrics}`,
+  const env = roleEnv(natsUrl, ports, {
     RELAYLEASE_TRUSTED_NETWORKS: MYNETWORKS,
     RELAYLEASE_LOCAL_DOMAINS: "mx.test.invalid localhost",
-    RELAYLEASE_ACCEPT_AT: "connect",
-    // No authorizer sends heartbeats here: without this the mirror would turn stale after 60 s.
-    RELAYLEASE_STALE_AFTER: "1h",
-    LOG_LEVEL: "error",
-  };
+  });
   const daemon = new Daemon("relaylease milter role", process.execPath, [CLI, "milter"], {
     ...process.env,
     ...env,
   });
   cleanups.push(() => daemon.stop());
-  await ready(daemon, ports.metrics);
+  await roleReady(ports.metrics, READY_TIMEOUT_MS, () => {
+    daemon.check();
+  });
   const assignments = Object.entries(env).map(([k, v]) => `${k}='${v}'`);
   return { daemon, command: `${assignments.join(" ")} node services/cli.ts milter` };
 }
@@ -628,13 +607,7 @@ async function bench(cleanups: Cleanups): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), "relaylease-bench-mta-"));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
   const role = await startRole(await startNatsWithLease(cleanups), ports, cleanups);
-  const at = (port: number) => `127.0.0.1:${String(port)}`;
-  const doors = {
-    milter: at(ports.milter),
-    policy: at(ports.policy),
-    socketmap: at(ports.socketmap),
-  };
-  await warmDoors(doors, LEASED, WARM);
+  await warmDoors(ports, LEASED, WARM);
   const reference = await startReference(ports.reference, dir, cleanups);
   const floor = await startFloor(ports, cleanups);
   const sink = new Sink(sinkCommand(ports.sink));
@@ -706,6 +679,11 @@ function pairedRatios(
   });
 }
 
+/** Round by round, this configuration's rate over the other's (its floor: what it costs beyond any server). */
+function rateRatios(mine: readonly Run[], other: readonly Run[]): number[] {
+  return pairedRatios(mine, other, (a, b) => a.perSecond / b.perSecond);
+}
+
 /** "0.981 [0.962..0.995]": the median of paired ratios and their quartiles. */
 function spread(ratios: readonly number[]): string {
   const q = (x: number) => quantile(ratios, x).toFixed(3);
@@ -741,17 +719,19 @@ function figureLines(c: Configuration, runs: ReadonlyMap<string, readonly Run[]>
     const other = runs.get(target.against) ?? [];
     const verdict = (ratios: readonly number[]) =>
       `${spread(ratios)} ${quantile(ratios, 0.5) >= target.ratio ? "met" : "NOT met"}`;
-    const byRate = verdict(pairedRatios(rs, other, (a, b) => a.perSecond / b.perSecond));
+    const byRate = verdict(rateRatios(rs, other));
     const byCpu = verdict(pairedRatios(rs, other, (a, b) => b.oursUs / a.oursUs));
     goal = `  goal >= ${target.ratio.toFixed(2)} x ${target.against}: ${byRate} (by CPU/msg: ${byCpu})`;
   }
-  const toBase = spread(pairedRatios(rs, baseRuns, (a, b) => a.perSecond / b.perSecond));
+  const toBase = spread(rateRatios(rs, baseRuns));
   const figure = `${m.perSecond.toFixed(0).padStart(5)} msg/s  ${toBase} x baseline`;
   const each = (f: (r: Run) => number) => rs.map((r) => f(r).toFixed(0)).join("/");
   const all = `${m.oursUs.toFixed(0)} µs (${(m.oursUs / base.oursUs).toFixed(3)} x baseline)`;
   const details = [
     `runs ${each((r) => r.perSecond)} msg/s`,
-    ...(c.floor === undefined ? [] : [`over its C floor: ${overFloor(rs, runs.get(c.floor))}`]),
+    ...(c.floor === undefined
+      ? []
+      : [`over its C floor: ${spread(rateRatios(rs, runs.get(c.floor) ?? []))}`]),
     `CPU/msg: all processes ${all}, runs ${each((r) => r.oursUs)}`,
   ];
   if (!Number.isNaN(m.checker)) {
@@ -760,11 +740,6 @@ function figureLines(c: Configuration, runs: ReadonlyMap<string, readonly Run[]>
   }
   details.push(`other load ${(m.foreign * 100).toFixed(0)}% of the CPUs`);
   return [`${c.name.padEnd(24)} ${figure}${goal}`, `${"".padEnd(26)}[${details.join("; ")}]`];
-}
-
-/** Paired ratios of the rate over the floor's: what this server costs beyond any server. */
-function overFloor(rs: readonly Run[], floor: readonly Run[] | undefined): string {
-  return spread(pairedRatios(rs, floor ?? [], (a, b) => a.perSecond / b.perSecond));
 }
 
 function report(
