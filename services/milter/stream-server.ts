@@ -31,6 +31,7 @@ import { parseListenAddress } from "../../shared/listen-address.ts";
 import { bind } from "../../shared/listen.ts";
 import type { Logger } from "../../shared/log.ts";
 import { ProtocolError } from "../../shared/protocol-error.ts";
+import { OpenConnections } from "./open-connections.ts";
 
 /** One connection's protocol state, without the socket. */
 export interface StreamSession {
@@ -114,7 +115,7 @@ export async function startStreamServer(options: StreamServerOptions): Promise<S
   const server = net.createServer({ allowHalfOpen: true });
   const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   server.maxConnections = maxConnections;
-  const connections = new Set<Connection>();
+  const connections = new OpenConnections<Connection>();
   const silence = new SilenceSweep(connections);
   let atLimit = false;
   let next = 0;
@@ -168,7 +169,7 @@ export async function startStreamServer(options: StreamServerOptions): Promise<S
 
 async function shutdown(
   server: net.Server,
-  connections: Set<Connection>,
+  connections: OpenConnections<Connection>,
   closeTimeoutMs: number,
 ): Promise<void> {
   // server.close() calls back once the last connection is gone.
@@ -177,9 +178,9 @@ async function shutdown(
       resolve();
     });
   });
-  for (const connection of connections) connection.end();
+  for (const connection of connections.list()) connection.end();
   const deadline = setTimeout(() => {
-    for (const connection of connections) connection.destroy();
+    for (const connection of connections.list()) connection.destroy();
   }, closeTimeoutMs);
   await closed;
   clearTimeout(deadline);
@@ -187,11 +188,11 @@ async function shutdown(
 
 /** Closes connections silent past their time; runs every tenth of the shortest time seen. */
 class SilenceSweep {
-  readonly #connections: ReadonlySet<Connection>;
+  readonly #connections: OpenConnections<Connection>;
   #everyMs = Infinity;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(connections: ReadonlySet<Connection>) {
+  constructor(connections: OpenConnections<Connection>) {
     this.#connections = connections;
   }
 
@@ -212,13 +213,15 @@ class SilenceSweep {
 
   #sweep(): void {
     const now = performance.now();
-    for (const connection of this.#connections) connection.closeIfSilent(now);
+    for (const connection of this.#connections.list()) connection.closeIfSilent(now);
   }
 }
 
 /** One accepted socket: feeds its session, writes the replies, keeps the socket's rules. */
 class Connection implements StreamConnection {
   readonly id: number;
+  /** Its place among the server's OpenConnections; -1 when not there. */
+  openIndex = -1;
   readonly #socket: net.Socket;
   readonly #session: StreamSession;
   readonly #name: string;

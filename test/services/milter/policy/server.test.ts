@@ -176,6 +176,39 @@ describe("policy server: answers", () => {
   });
 });
 
+describe("policy server: open connections", () => {
+  // The server keeps its open connections in an array each knows its place in; closing some out
+  // of order must leave the others known to the idle sweep and to close().
+  async function openSome(server: PolicyServer, count: number) {
+    const sockets = await Promise.all(
+      Array.from({ length: count }, () => connectRaw(server.address)),
+    );
+    await waitFor(`${count} connections`, () => server.stats.connections === count);
+    return sockets;
+  }
+
+  it("sweeps every connection left after others closed out of order", async () => {
+    const { server } = await start({ idleTimeoutMs: 300 });
+    const sockets = await openSome(server, 5);
+    for (const i of [3, 0, 1]) sockets[i]?.destroy();
+    await waitFor("two left", () => server.stats.connections === 2);
+    const left = [2, 4].map((i) => readUntilClosed(sockets[i] as net.Socket));
+    assert.deepEqual(await Promise.all(left), ["", ""]);
+    await waitFor("none left", () => server.stats.connections === 0);
+    await server.close();
+  });
+
+  it("close() ends every connection left after others closed out of order", async () => {
+    const { server } = await start();
+    const sockets = await openSome(server, 5);
+    for (const i of [4, 1]) sockets[i]?.destroy();
+    await waitFor("three left", () => server.stats.connections === 3);
+    const left = [0, 2, 3].map((i) => readUntilClosed(sockets[i] as net.Socket));
+    await server.close();
+    assert.deepEqual(await Promise.all(left), ["", "", ""]);
+  });
+});
+
 describe("policy server: connection limit", () => {
   it("closes connections beyond maxConnections at once and counts them", async () => {
     const { server, logs } = await start({ maxConnections: 2 });
