@@ -65,10 +65,11 @@ export interface StreamServerOptions {
   idleTimeoutMs: number;
   /** Default DEFAULT_CLOSE_TIMEOUT_MS. */
   closeTimeoutMs?: number | undefined;
-  /** TCP_NODELAY, for a door whose peer waits on each reply before it writes on. */
-  noDelay?: boolean;
-  /** TCP keep-alive probes after this much silence, to find dead peers of long idle times. */
-  keepAliveMs?: number;
+  /**
+   * SO_KEEPALIVE on each TCP connection, with the kernel's timers (net.ipv4.tcp_keepalive_time,
+   * which a pod may set), as libmilter does: one system call. Node's own delay would take four.
+   */
+  keepAlive?: boolean;
   /**
    * Turns a peer away at once: the bytes returned are written and the connection ended, with no
    * session and not counted as accepted (the door counts its refusals itself).
@@ -111,7 +112,7 @@ export async function startStreamServer(options: StreamServerOptions): Promise<S
   const stats = options.stats ?? newStreamServerStats();
   // Keep-alive is for TCP peers; deciding it here spares a getpeername per connection.
   const tcp = "port" in parseListenAddress(options.listen);
-  const perConnection = { ...options, keepAliveMs: tcp ? options.keepAliveMs : undefined };
+  const perConnection = { ...options, keepAlive: tcp && options.keepAlive === true };
   const server = net.createServer({ allowHalfOpen: true });
   const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   server.maxConnections = maxConnections;
@@ -250,8 +251,7 @@ class Connection implements StreamConnection {
     this.#stats = stats;
     this.#idleTimeoutMs = options.idleTimeoutMs;
     this.#session = options.session(this);
-    if (options.noDelay === true) socket.setNoDelay(true);
-    if (options.keepAliveMs !== undefined) socket.setKeepAlive(true, options.keepAliveMs);
+    if (options.keepAlive === true) socket.setKeepAlive(true);
     this.#armSilence();
     socket.on("data", (chunk: Buffer) => {
       this.#receive(chunk);

@@ -17,7 +17,11 @@
  *   packet at once; milter_command_timeout is 30 s), so a trickling peer cannot hold a slot.
  * - `idleTimeoutMs` (7210 s): between frames the connection idles as long as the SMTP session
  *   does; libmilter's MI_TIMEOUT, longer than Sendmail's 1 h and Postfix's 300 s command
- *   timeouts, so the MTA, not us, ends a quiet session. TCP keep-alive finds dead peers sooner.
+ *   timeouts, so the MTA, not us, ends a quiet session. TCP keep-alive is on with the kernel's
+ *   timers, as libmilter has it: where net.ipv4.tcp_keepalive_time is set lower, it finds dead
+ *   peers sooner.
+ * - No TCP_NODELAY (libmilter sets none either): each reply is one write answering a command
+ *   whose segment acknowledged the reply before, so Nagle's algorithm never holds one back.
  * - `maxFrameLength` (codec.ts, 64 KiB): a longer frame, length 0 or a malformed payload is a
  *   ProtocolError: warning, `stats.protocolErrors`, that connection closed, others unaffected.
  * - decide() throwing is our bug: error log, `stats.answerErrors`; the session answers 451.
@@ -86,8 +90,7 @@ export async function startMilterServer(options: MilterServerOptions): Promise<M
     maxConnections: o.maxConnections,
     idleTimeoutMs: o.idleTimeoutMs,
     closeTimeoutMs: o.closeTimeoutMs,
-    noDelay: true,
-    keepAliveMs: 60_000,
+    keepAlive: true,
     stats,
     session: (connection) => {
       const session = new MilterSession({
