@@ -37,12 +37,13 @@ import { buildFixture } from "./build-fixture.ts";
 import { BARE_MILTER, BARE_POLICY } from "./bare-servers.ts";
 import { postfixConnectMacros, roleEnv, roleReady, warmDoors } from "./role-doors.ts";
 import { processCpu, type ProcessCpu } from "./process-cpu.ts";
+import { countKnob } from "./knobs.ts";
 
-const PACE = Number(process.env["BENCH_PACE"] ?? 300);
-const OPS = Number(process.env["BENCH_PACE_OPS"] ?? 3000);
-const ROUNDS = Number(process.env["BENCH_PACE_ROUNDS"] ?? 3);
+const PACE = countKnob("BENCH_PACE", 300);
+const OPS = countKnob("BENCH_PACE_OPS", 3000);
+const ROUNDS = countKnob("BENCH_PACE_ROUNDS", 3);
 /** Milter sessions, policy requests and socketmap lookups that warm the role first (role-doors.ts). */
-const WARM = Number(process.env["BENCH_PACE_WARM"] ?? 15_000);
+const WARM = countKnob("BENCH_PACE_WARM", 15_000);
 /** Only the runs whose name holds this text. */
 const ONLY = process.env["BENCH_PACE_ONLY"] ?? "";
 const CLIENTS = 20;

@@ -17,19 +17,13 @@ import { freePort } from "../services/dev/nats-server.ts";
 import { CLI, relaylease } from "../test/support/cli.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { BARE_MILTER } from "./bare-servers.ts";
+import { countKnob } from "./knobs.ts";
 import { postfixMilterSession, roleEnv, roleReady } from "./role-doors.ts";
 
-const WARM = count("BENCH_GC_WARM", 5000);
-const SESSIONS = count("BENCH_GC_SESSIONS", 40_000);
-const LANES = count("BENCH_GC_LANES", 4);
+const WARM = countKnob("BENCH_GC_WARM", 5000);
+const SESSIONS = countKnob("BENCH_GC_SESSIONS", 40_000);
+const LANES = countKnob("BENCH_GC_LANES", 4);
 const LEASED = "127.0.0.1";
-
-function count(env: string, def: number): number {
-  const raw = process.env[env];
-  const n = raw === undefined ? def : Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${env}: ${raw ?? ""} is not a count`);
-  return n;
-}
 
 /** `[pid:isolate]  1234 ms: Scavenge 46.2 (89.7) -> 26.8 (89.7) MB, pooled: 8 MB, 4.24 / 0.00 ms` */
 const SCAVENGE = /: Scavenge [\d.]+ \([\d.]+\) -> ([\d.]+) \([\d.]+\) MB, .*?([\d.]+) \/ [\d.]+ ms/;

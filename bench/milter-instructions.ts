@@ -30,10 +30,11 @@ import { CLI, relaylease } from "../test/support/cli.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { buildFixture } from "./build-fixture.ts";
 import { BARE_MILTER } from "./bare-servers.ts";
+import { countKnob } from "./knobs.ts";
 import { postfixMilterSession, roleEnv, roleReady } from "./role-doors.ts";
 
-const FIRST = Number(process.env["BENCH_INSN_FIRST"] ?? 15_000);
-const COUNT = Number(process.env["BENCH_INSN_COUNT"] ?? 5000);
+const FIRST = countKnob("BENCH_INSN_FIRST", 15_000);
+const COUNT = countKnob("BENCH_INSN_COUNT", 5000);
 const ONLY = process.env["BENCH_INSN_ONLY"] ?? "";
 const LEASED = "127.0.0.1";
 interface Server {

@@ -62,15 +62,16 @@ import { tryEnvelope } from "../test/support/smtp-client.ts";
 import { waitFor } from "../test/support/wait.ts";
 import { provisionForTest } from "../test/support/role-harness.ts";
 import { buildFixture } from "./build-fixture.ts";
+import { countKnob } from "./knobs.ts";
 import { TICKS_PER_SECOND, processCpu, statFields, type ProcessCpu } from "./process-cpu.ts";
 import { roleEnv, roleReady, warmDoors } from "./role-doors.ts";
 
-const MESSAGES = positive("BENCH_MTA_MESSAGES", 4000);
-const SESSIONS = positive("BENCH_MTA_SESSIONS", 20);
-const SIZE = positive("BENCH_MTA_SIZE", 1000);
-const REPEATS = positive("BENCH_MTA_REPEATS", 3);
+const MESSAGES = countKnob("BENCH_MTA_MESSAGES", 4000);
+const SESSIONS = countKnob("BENCH_MTA_SESSIONS", 20);
+const SIZE = countKnob("BENCH_MTA_SIZE", 1000);
+const REPEATS = countKnob("BENCH_MTA_REPEATS", 3);
 /** Milter sessions, policy requests and socketmap lookups that warm the role (bench/role-doors.ts). */
-const WARM = positive("BENCH_MTA_WARM", 15_000);
+const WARM = countKnob("BENCH_MTA_WARM", 15_000);
 const LEASED = "127.0.0.1";
 const UNLEASED = "127.0.0.3";
 const MYNETWORKS = "127.0.0.2/32";
@@ -94,13 +95,6 @@ const HARMLESS_WARNING =
   /warning: (file system clock is \d+ seconds? ahead of local clock|resetting file time stamps)/;
 const FLOOR_POLICY = "policy service, C floor";
 const FLOOR_SOCKETMAP = "socketmap table, C floor";
-
-function positive(env: string, def: number): number {
-  const raw = process.env[env];
-  const n = raw === undefined ? def : Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${env}: ${raw ?? ""} is not a count`);
-  return n;
-}
 
 interface Ports {
   readonly sink: number;

@@ -20,6 +20,7 @@ import { LoginPublisher } from "../services/watcher/publisher.ts";
 import { startWatcher } from "../services/watcher/watcher.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { benchAuthorizer } from "./authorizer.ts";
+import { countKnob } from "./knobs.ts";
 import { roleConfig } from "../test/support/role-harness.ts";
 import { benchFrontDoors, benchMirror } from "./front-doors.ts";
 import { PolicyClient } from "../test/support/policy-client.ts";
@@ -78,8 +79,7 @@ async function main(only: readonly string[]): Promise<void> {
   if (want("decide")) benchDecide();
   if (want("authorizer")) await benchAuthorizer(report);
   if (want("doors")) await benchFrontDoors(report);
-  if (want("mirror"))
-    await benchMirror(report, Number(process.env["BENCH_MIRROR_LEASES"] ?? 1_000_000));
+  if (want("mirror")) await benchMirror(report, countKnob("BENCH_MIRROR_LEASES", 1_000_000));
   if (want("slice")) await benchSlice();
 }
 
