@@ -1,6 +1,22 @@
 // Node's floors for the front-door benchmarks: servers that answer with canned bytes and parse
 // nothing, what any Node server costs before it does any work. Each is a program for
 // `node --input-type=module -e PROGRAM PORT`; it prints "ready" once it listens on 127.0.0.1:PORT.
+import type { ChildProcess } from "node:child_process";
+
+/**
+ * Resolves at the first line a server prints: the bare servers here and the C fixtures
+ * (bench/reference-milter/) print one once they listen. Rejects if it exits first.
+ */
+export function printsALine(child: ChildProcess): Promise<void> {
+  return new Promise((resolve, reject) => {
+    child.stdout?.once("data", () => {
+      resolve();
+    });
+    child.once("exit", (code, signal) => {
+      reject(new Error(`exited (${signal ?? String(code)}) at start`));
+    });
+  });
+}
 
 /** A milter answering OPTNEG and CONNECT with canned frames, QUIT by closing: Node's floor. */
 export const BARE_MILTER = `

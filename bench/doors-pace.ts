@@ -28,18 +28,24 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { freePort } from "../services/dev/nats-server.ts";
-import { CLI, relaylease } from "../test/support/cli.ts";
+import { CLI } from "../test/support/cli.ts";
 import { MilterClient } from "../test/support/milter-client.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { POSTFIX_RCPT_REQUEST, PolicyClient } from "../test/support/policy-client.ts";
 import { SocketmapClient } from "../test/support/socketmap-client.ts";
 import { buildFixture } from "./build-fixture.ts";
-import { BARE_MILTER, BARE_POLICY } from "./bare-servers.ts";
-import { postfixConnectMacros, roleEnv, roleReady, warmDoors } from "./role-doors.ts";
+import { BARE_MILTER, BARE_POLICY, printsALine } from "./bare-servers.ts";
+import {
+  postfixConnectMacros,
+  provisionWithLease,
+  roleEnv,
+  roleReady,
+  warmDoors,
+} from "./role-doors.ts";
 import { processCpu, type ProcessCpu } from "./process-cpu.ts";
 import { countKnob } from "./knobs.ts";
 
-const PACE = countKnob("BENCH_PACE", 300);
+const PACE = countKnob("BENCH_PACE", 300, 0);
 const OPS = countKnob("BENCH_PACE_OPS", 3000);
 const ROUNDS = countKnob("BENCH_PACE_ROUNDS", 3);
 /** Milter sessions, policy requests and socketmap lookups that warm the role first (role-doors.ts). */
@@ -65,18 +71,6 @@ function started(child: ChildProcess, cleanups: Cleanups): number {
   });
   if (child.pid === undefined) throw new Error("a benchmark process did not start");
   return child.pid;
-}
-
-/** Resolves once the child prints its first line (it listens). */
-function printedLine(child: ChildProcess): Promise<void> {
-  return new Promise((resolve, reject) => {
-    child.stdout?.once("data", () => {
-      resolve();
-    });
-    child.once("exit", (code) => {
-      reject(new Error(`exited ${String(code)} at start`));
-    });
-  });
 }
 
 /** Runs OPS operations, CLIENTS at a time, paced; the process's CPU per operation in µs. */
@@ -124,11 +118,7 @@ async function milterSession(port: number): Promise<void> {
 async function main(cleanups: Cleanups): Promise<void> {
   const nats = await startTestNatsServer();
   cleanups.push(() => nats.stop());
-  const env = { RELAYLEASE_NATS_URL: nats.url, RELAYLEASE_NEVER_LEASE: "192.0.2.0/24" };
-  for (const args of [["setup"], ["grant", LEASED, "--ttl", "1h"]]) {
-    const r = await relaylease(args, env);
-    if (r.code !== 0) throw new Error(`relaylease ${args.join(" ")}: ${r.stderr}`);
-  }
+  await provisionWithLease(nats.url, LEASED);
   const port = {
     policy: 0,
     socketmap: 0,
@@ -156,7 +146,7 @@ async function main(cleanups: Cleanups): Promise<void> {
   const launch = async (file: string, args: string[]) => {
     const child = spawn(file, args, { stdio: ["ignore", "pipe", "inherit"] });
     const pid = started(child, cleanups);
-    await printedLine(child);
+    await printsALine(child);
     return pid;
   };
   const libmilterPid = await launch(await buildFixture("drac-milter"), [

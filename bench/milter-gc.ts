@@ -14,11 +14,11 @@
 // BENCH_GC_LANES (4). Needs nats-server.
 import { spawn, type ChildProcess } from "node:child_process";
 import { freePort } from "../services/dev/nats-server.ts";
-import { CLI, relaylease } from "../test/support/cli.ts";
+import { CLI } from "../test/support/cli.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { BARE_MILTER } from "./bare-servers.ts";
 import { countKnob } from "./knobs.ts";
-import { postfixMilterSession, roleEnv, roleReady } from "./role-doors.ts";
+import { postfixMilterSession, provisionWithLease, roleEnv, roleReady } from "./role-doors.ts";
 
 const WARM = countKnob("BENCH_GC_WARM", 5000);
 const SESSIONS = countKnob("BENCH_GC_SESSIONS", 40_000);
@@ -95,11 +95,7 @@ async function main(): Promise<void> {
   const nats = await startTestNatsServer();
   const children: ChildProcess[] = [];
   try {
-    const env = { RELAYLEASE_NATS_URL: nats.url, RELAYLEASE_NEVER_LEASE: "192.0.2.0/24" };
-    for (const args of [["setup"], ["grant", LEASED, "--ttl", "1h"]]) {
-      const r = await relaylease(args, env);
-      if (r.code !== 0) throw new Error(`relaylease ${args.join(" ")}: ${r.stderr}`);
-    }
+    await provisionWithLease(nats.url, LEASED);
     process.stdout.write(
       `Scavenges under ${SESSIONS} milter sessions, ${LANES} at a time, after ${WARM} (node --trace-gc)\n`,
     );
@@ -116,7 +112,11 @@ async function main(): Promise<void> {
     const barePort = await freePort();
     const bare = traced(["--input-type=module", "-e", BARE_MILTER, String(barePort)]);
     children.push(bare.child);
-    while (!bare.lines.includes("ready")) await new Promise((r) => setTimeout(r, 20));
+    // Not its first line: under --trace-gc that may be a collection's.
+    while (!bare.lines.includes("ready")) {
+      if (bare.child.exitCode !== null) throw new Error("the bare Node milter exited at start");
+      await new Promise((r) => setTimeout(r, 20));
+    }
     await measure("bare Node milter", bare, barePort);
   } finally {
     for (const child of children) child.kill("SIGTERM");

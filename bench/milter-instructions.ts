@@ -20,18 +20,18 @@
 // Run: `node bench/milter-instructions.ts` (about 10 minutes). Knobs: BENCH_INSN_FIRST (15000),
 // BENCH_INSN_COUNT (5000), BENCH_INSN_ONLY (only the servers whose name holds this text).
 // Needs valgrind, gcc and libmilter-dev (scripts/install-bench-tools.sh) and nats-server.
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { freePort } from "../services/dev/nats-server.ts";
-import { CLI, relaylease } from "../test/support/cli.ts";
+import { CLI } from "../test/support/cli.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { buildFixture } from "./build-fixture.ts";
-import { BARE_MILTER } from "./bare-servers.ts";
+import { BARE_MILTER, printsALine } from "./bare-servers.ts";
 import { countKnob } from "./knobs.ts";
-import { postfixMilterSession, roleEnv, roleReady } from "./role-doors.ts";
+import { postfixMilterSession, provisionWithLease, roleEnv, roleReady } from "./role-doors.ts";
 
 const FIRST = countKnob("BENCH_INSN_FIRST", 15_000);
 const COUNT = countKnob("BENCH_INSN_COUNT", 5000);
@@ -42,7 +42,7 @@ interface Server {
   readonly command: readonly string[];
   readonly env?: Readonly<Record<string, string>>;
   /** Resolves once it answers on `port`. */
-  ready(output: NodeJS.ReadableStream, exited: Promise<unknown>): Promise<void>;
+  ready(child: ChildProcess): Promise<void>;
 }
 
 /** Instructions the server ran in all, after `sessions` sessions. */
@@ -56,7 +56,7 @@ async function instructions(server: Server, port: number, sessions: number, dir:
   });
   const exited = new Promise((resolve) => child.once("exit", resolve));
   try {
-    await server.ready(child.stdout, exited);
+    await server.ready(child);
     for (let i = 0; i < sessions; i++)
       await postfixMilterSession(`127.0.0.1:${String(port)}`, LEASED);
   } finally {
@@ -68,27 +68,11 @@ async function instructions(server: Server, port: number, sessions: number, dir:
   return Number(summary[1]);
 }
 
-/** Resolves at the first line the server prints (it listens), rejects if it exits first. */
-function printsALine(output: NodeJS.ReadableStream, exited: Promise<unknown>): Promise<void> {
-  return Promise.race([
-    new Promise<void>((resolve) => {
-      output.once("data", () => {
-        resolve();
-      });
-    }),
-    exited.then(() => Promise.reject(new Error("exited at start"))),
-  ]);
-}
-
 async function main(): Promise<void> {
   const nats = await startTestNatsServer();
   const dir = await mkdtemp(path.join(tmpdir(), "relaylease-bench-insn-"));
   try {
-    const env = { RELAYLEASE_NATS_URL: nats.url, RELAYLEASE_NEVER_LEASE: "192.0.2.0/24" };
-    for (const args of [["setup"], ["grant", LEASED, "--ttl", "1h"]]) {
-      const r = await relaylease(args, env);
-      if (r.code !== 0) throw new Error(`relaylease ${args.join(" ")}: ${r.stderr}`);
-    }
+    await provisionWithLease(nats.url, LEASED);
     const leasedFile = path.join(dir, "leased.txt");
     await writeFile(leasedFile, `${LEASED}\n`);
     const metrics = await freePort();

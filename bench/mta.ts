@@ -28,8 +28,9 @@
 // the verdict is their median, printed with their quartiles so a reader sees how far the machine's
 // noise reaches. A run counts only when smtp-source exits 0, the sink got exactly its messages,
 // Postfix logged each `status=sent` and nothing was rejected, deferred or bounced, and (for the
-// role's front doors) the role counted a leased accept at that door for each message. Each configuration is first probed with our SMTP client:
-// 127.0.0.1 may relay, the unleased 127.0.0.3 may not (except at baseline, which checks nothing).
+// role's front doors) the role counted a leased accept at that door for each message. Each
+// configuration is first probed with our SMTP client: 127.0.0.1 may relay, the unleased
+// 127.0.0.3 may not (except at baseline, which checks nothing).
 // Beside each rate, CPU per message (counted until the queue has drained): of every process the
 // run needs (Postfix's, smtp-source, smtp-sink, the checkers), and of the checking process
 // (bench/process-cpu.ts: the scheduler's clock, its user and kernel split by clock ticks). On a
@@ -61,6 +62,7 @@ import {
 import { tryEnvelope } from "../test/support/smtp-client.ts";
 import { waitFor } from "../test/support/wait.ts";
 import { provisionForTest } from "../test/support/role-harness.ts";
+import { printsALine } from "./bare-servers.ts";
 import { buildFixture } from "./build-fixture.ts";
 import { countKnob } from "./knobs.ts";
 import { TICKS_PER_SECOND, processCpu, statFields, type ProcessCpu } from "./process-cpu.ts";
@@ -576,13 +578,8 @@ async function startFixture(name: string, args: string[], cleanups: Cleanups): P
   const built = await buildFixture(name);
   const daemon = new Daemon(name, built, args);
   cleanups.push(() => daemon.stop());
-  await new Promise<void>((resolve, reject) => {
-    daemon.child.stdout?.once("data", () => {
-      resolve();
-    });
-    daemon.child.once("exit", () => {
-      reject(daemon.error("exited at start"));
-    });
+  await printsALine(daemon.child).catch(() => {
+    throw daemon.error("exited at start");
   });
   return { daemon, command: `${built} ${args.join(" ")}` };
 }
@@ -673,7 +670,7 @@ function pairedRatios(
   });
 }
 
-/** Round by round, this configuration's rate over the other's (its floor: what it costs beyond any server). */
+/** Round by round, this configuration's rate over the other's: its comparator, baseline or C floor. */
 function rateRatios(mine: readonly Run[], other: readonly Run[]): number[] {
   return pairedRatios(mine, other, (a, b) => a.perSecond / b.perSecond);
 }

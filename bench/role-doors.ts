@@ -4,6 +4,7 @@
 // first ten thousand or so milter connections (`node --trace-opt`: 340 compiles after 1 800
 // connections, 432 after 9 300, then none), and a run measured during that also measures the
 // compiler. The C servers we compare with need no warming.
+import { relaylease } from "../test/support/cli.ts";
 import { MilterClient } from "../test/support/milter-client.ts";
 import { POSTFIX_RCPT_REQUEST, PolicyClient } from "../test/support/policy-client.ts";
 import { SocketmapClient } from "../test/support/socketmap-client.ts";
@@ -39,6 +40,18 @@ export function roleEnv(
     LOG_LEVEL: "error",
     ...extra,
   };
+}
+
+/**
+ * Provisions a fresh NATS for the role (`relaylease setup`) and leases `client` for an hour
+ * (`relaylease grant`). Loopback is on the default never-lease list; here it may hold a lease.
+ */
+export async function provisionWithLease(natsUrl: string, client: string): Promise<void> {
+  const env = { RELAYLEASE_NATS_URL: natsUrl, RELAYLEASE_NEVER_LEASE: "192.0.2.0/24" };
+  for (const args of [["setup"], ["grant", client, "--ttl", "1h"]]) {
+    const r = await relaylease(args, env);
+    if (r.code !== 0) throw new Error(`relaylease ${args.join(" ")}: ${r.stderr}`);
+  }
 }
 
 /** Resolves once the role's /readyz answers 200; `check` throws if the role has gone. */
