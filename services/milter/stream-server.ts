@@ -131,7 +131,7 @@ export async function startStreamServer(options: StreamServerOptions): Promise<S
     stats.connections++;
     const connection = new Connection(socket, ++next, perConnection, log, stats, silence);
     connections.add(connection);
-    socket.once("close", () => {
+    socket.on("close", () => {
       connections.delete(connection);
       stats.connections--;
       atLimit = false;
