@@ -13,6 +13,7 @@ export class AddressError extends Error {
   override name = "AddressError";
 }
 
+/** Made by parseAddress and tryParseAddress only: `text` and `bytes` always agree. */
 export interface ClientAddress {
   readonly family: 4 | 6;
   /** IPv4 dotted quad, or IPv6 in RFC 5952 form (always hex, never a dotted tail). */
@@ -230,8 +231,13 @@ function formatIpv6(b: Uint8Array): string {
   return s;
 }
 
-function toClientAddress(raw: Uint8Array): ClientAddress {
-  if (raw.length === 4) return { family: 4, text: formatIpv4(raw), bytes: raw };
+/** `input` is what parseRaw read `raw` from. */
+function toClientAddress(raw: Uint8Array, input: string): ClientAddress {
+  if (raw.length === 4) {
+    // parseIpv4 takes canonical text only, so an unbracketed IPv4 input is its own text.
+    const text = input.charCodeAt(0) === 0x5b ? formatIpv4(raw) : input;
+    return { family: 4, text, bytes: raw };
+  }
   if (isMapped(raw)) {
     const bytes = raw.slice(12);
     return { family: 4, text: formatIpv4(bytes), bytes };
@@ -243,13 +249,13 @@ function toClientAddress(raw: Uint8Array): ClientAddress {
 export function parseAddress(input: string): ClientAddress {
   const raw = parseRaw(input);
   if (typeof raw === "number") fail("IP address", input, raw);
-  return toClientAddress(raw);
+  return toClientAddress(raw, input);
 }
 
 /** Like parseAddress, but undefined instead of an error: for the hot path of a relay decision. */
 export function tryParseAddress(input: string): ClientAddress | undefined {
   const raw = parseRaw(input);
-  return typeof raw === "number" ? undefined : toClientAddress(raw);
+  return typeof raw === "number" ? undefined : toClientAddress(raw, input);
 }
 
 /**
@@ -259,7 +265,7 @@ export function tryParseAddress(input: string): ClientAddress | undefined {
 export function leaseKey(addr: ClientAddress, ipv6Prefix: Ipv6LeasePrefix = 128): string {
   const b = addr.bytes;
   if (b.length !== (addr.family === 4 ? 4 : 16)) throw new TypeError("ClientAddress bytes/family");
-  if (addr.family === 4) return `v4.${formatIpv4(b)}`;
+  if (addr.family === 4) return `v4.${addr.text}`; // canonical: only this module makes addresses
   const prefix: number = ipv6Prefix; // the type says 64 | 128; a JS caller may not have listened
   if (prefix !== 128 && prefix !== 64) throw new RangeError(`ipv6Prefix ${prefix}`);
   let key = "v6";

@@ -1,6 +1,7 @@
 // The milter role: a mirror of the lease bucket and the front doors that answer from it: the
 // Postfix policy service and, with RELAYLEASE_MILTER_LISTEN, the milter protocol. Each answer is a
 // span linked to the span that granted the lease.
+import { performance } from "node:perf_hooks";
 import { jetstream } from "@nats-io/jetstream";
 import { metrics, trace, type Histogram, type Link } from "@opentelemetry/api";
 import type { ConfigOf } from "../../shared/config.ts";
@@ -40,8 +41,8 @@ export async function startMilter(config: MilterConfig, ctx: RoleContext): Promi
   });
   ctx.add({ name: "mirror", ready: () => mirror.ready(), stop: () => mirror.stop() });
   await mirror.start();
-  const decider = new TracedDecider(mirror, decisionConfigOf(config, false), () =>
-    mirror.stale(Date.now()),
+  const decider = new TracedDecider(mirror, decisionConfigOf(config, false), (now) =>
+    mirror.stale(now),
   );
   const policy = await startPolicyServer({
     listen: config.policyListen,
@@ -173,15 +174,22 @@ export class TracedDecider {
   readonly #leases: LeaseLookup;
   readonly #fresh: DecisionConfig;
   readonly #stale: DecisionConfig;
-  readonly #isStale: () => boolean;
+  readonly #isStale: (now: number) => boolean;
   readonly #tracer = trace.getTracer("relaylease-milter");
   readonly #traced = spansExported();
   /** door -> verdict -> reason -> decisions so far. */
   readonly #counts = new Map<string, Map<string, Map<string, number>>>();
   readonly #latency: LatencyBatch;
 
-  /** `isStale` is the mirror's view (RELAYLEASE_STALE_AFTER); it picks the config's `stale`. */
-  constructor(leases: LeaseLookup, config: DecisionConfig, isStale: () => boolean = () => false) {
+  /**
+   * `isStale` is the mirror's view at a time (epoch ms; RELAYLEASE_STALE_AFTER); it picks the
+   * config's `stale`.
+   */
+  constructor(
+    leases: LeaseLookup,
+    config: DecisionConfig,
+    isStale: (now: number) => boolean = () => false,
+  ) {
     this.#leases = leases;
     this.#fresh = { ...config, stale: false };
     this.#stale = { ...config, stale: true };
@@ -212,8 +220,9 @@ export class TracedDecider {
 
   decide(door: string, request: RelayRequest): Decision {
     const started = performance.now();
-    const config = this.#isStale() ? this.#stale : this.#fresh;
-    const d = decide(this.#leases, request, Date.now(), config);
+    const now = Date.now();
+    const config = this.#isStale(now) ? this.#stale : this.#fresh;
+    const d = decide(this.#leases, request, now, config);
     if (this.#traced) this.#span(door, request, d);
     this.#count(door, d.verdict, d.reason);
     this.#latency.record((performance.now() - started) / 1000);

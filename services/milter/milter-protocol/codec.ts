@@ -280,11 +280,16 @@ function decodeMacro(data: Buffer): MilterCommand {
  * @throws ProtocolError without a stage byte, or when the pairs do not end in NUL.
  */
 export function readMacroPacket(data: Buffer): { stage: string; pairs: Buffer } {
+  return { stage: macroStage(data), pairs: data.subarray(1) };
+}
+
+/** The stage of a macro packet checked as readMacroPacket checks it; its pairs follow at 1. */
+export function macroStage(data: Buffer): string {
   if (data.length === 0) throw new ProtocolError("SMFIC_MACRO: no stage byte");
   if (data.length > 1 && data[data.length - 1] !== 0) {
     throw new ProtocolError("SMFIC_MACRO: missing NUL terminator");
   }
-  return { stage: String.fromCharCode(data[0] ?? 0), pairs: data.subarray(1) };
+  return String.fromCharCode(data[0] ?? 0);
 }
 
 /**
@@ -314,18 +319,29 @@ function decodeConnect(data: Buffer): MilterCommand {
   const hostname = data.toString("utf8", 0, nul);
   if (nul + 1 >= data.length) throw new ProtocolError("SMFIC_CONNECT: no family");
   const family = String.fromCharCode(data[nul + 1] ?? 0);
-  const rest = data.subarray(nul + 2);
   if (family === C.SMFIA_UNKNOWN) {
-    noData(rest, "SMFIC_CONNECT family U");
+    noData(data.subarray(nul + 2), "SMFIC_CONNECT family U");
     return { type: "connect", hostname, family };
   }
   if (family !== C.SMFIA_INET && family !== C.SMFIA_INET6 && family !== C.SMFIA_UNIX) {
     throw new ProtocolError(`SMFIC_CONNECT: unknown family ${describeCode(data[nul + 1] ?? 0)}`);
   }
-  if (rest.length < 2) throw new ProtocolError("SMFIC_CONNECT: truncated port");
-  const port = rest.readUInt16BE(0);
-  const [address = ""] = exactStrings(rest.subarray(2), "SMFIC_CONNECT address", 1);
+  if (data.length < nul + 4) throw new ProtocolError("SMFIC_CONNECT: truncated port");
+  const port = data.readUInt16BE(nul + 2);
+  const address = oneString(data, nul + 4, "SMFIC_CONNECT address");
   return { type: "connect", hostname, family, port, address };
+}
+
+/**
+ * The one string from `start` to the end of `data`, checked as exactStrings(…, 1) checks it;
+ * read in place (every CONNECT has one: no view, no split on the way).
+ */
+function oneString(data: Buffer, start: number, what: string): string {
+  const last = data.length - 1;
+  if (last >= start && data[last] === 0 && data.indexOf(0, start) === last) {
+    return data.toString("utf8", start, last);
+  }
+  return exactStrings(data.subarray(start), what, 1)[0] ?? ""; // throws, saying what is wrong
 }
 
 function cstrings(strings: readonly string[]): Buffer {

@@ -35,9 +35,9 @@ import {
   decodeCommand,
   encodeReply,
   formatReplyCode,
+  macroStage,
   macroValue,
   readFrame,
-  readMacroPacket,
 } from "./codec.ts";
 import type { MilterCommand, MilterReply, SymList } from "./codec.ts";
 
@@ -126,10 +126,16 @@ const NOTHING = Buffer.alloc(0);
 
 // A session is made per SMTP connection, and making the same replies again for each one showed
 // in the role's profile under Postfix: REPLYCODE replies are kept by their text, the OPTNEG reply
-// by the MTA's offer (one MTA makes the same offer every time), and each reply's bytes with it.
+// by the MTA's offer (one MTA makes the same offer every time; found by comparing numbers, as a
+// string key would be built and hashed per connection), and each reply's bytes with it.
 const replyCodes = new Map<string, MilterReply>();
 const MAX_CACHED_REPLY_CODES = 16;
-const optnegReplies = new Map<string, { negotiated: Negotiated; reply: MilterReply }>();
+interface OptnegReply extends MilterOffer {
+  readonly acceptAt: AcceptAt;
+  readonly negotiated: Negotiated;
+  readonly reply: MilterReply;
+}
+const optnegReplies: OptnegReply[] = [];
 const MAX_CACHED_OPTNEG_REPLIES = 16;
 const encodedReplies = new WeakMap<MilterReply, Buffer>();
 
@@ -143,18 +149,23 @@ function encoded(reply: MilterReply): Buffer {
   return bytes;
 }
 
-function optnegReply(
-  offer: MilterOffer,
-  acceptAt: AcceptAt,
-): { negotiated: Negotiated; reply: MilterReply } {
-  const key = `${offer.version} ${offer.actions} ${offer.protocol} ${acceptAt}`;
-  let known = optnegReplies.get(key);
-  if (known === undefined) {
-    const negotiated = negotiate(offer, acceptAt);
-    known = { negotiated, reply: { type: "optneg", ...negotiated } };
-    if (optnegReplies.size >= MAX_CACHED_OPTNEG_REPLIES) optnegReplies.clear();
-    optnegReplies.set(key, known);
+function optnegReply(offer: MilterOffer, acceptAt: AcceptAt): OptnegReply {
+  for (const known of optnegReplies) {
+    if (
+      known.version === offer.version &&
+      known.actions === offer.actions &&
+      known.protocol === offer.protocol &&
+      known.acceptAt === acceptAt
+    ) {
+      return known;
+    }
   }
+  const negotiated = negotiate(offer, acceptAt);
+  const { version, actions, protocol } = offer;
+  const reply: MilterReply = { type: "optneg", ...negotiated };
+  const known = { version, actions, protocol, acceptAt, negotiated, reply };
+  if (optnegReplies.length >= MAX_CACHED_OPTNEG_REPLIES) optnegReplies.length = 0;
+  optnegReplies.push(known);
   return known;
 }
 
@@ -174,7 +185,7 @@ export class MilterSession {
   readonly #maxFrameLength: number;
   #negotiated: Negotiated | undefined;
   #clientAddress: string | undefined;
-  /** The last macro packet's pairs of each kept stage, by its place in STAGE_ORDER. */
+  /** The last macro packet (stage byte, pairs) of each kept stage, by its place in STAGE_ORDER. */
   readonly #macros: (Buffer | undefined)[] = [undefined, undefined, undefined, undefined];
   #buffer: Buffer = NOTHING;
   #failed = false;
@@ -227,7 +238,7 @@ export class MilterSession {
         offset = next.end;
         const { frame } = next;
         if (frame.code === C.SMFIC_MACRO) {
-          this.#setMacros(readMacroPacket(frame.data));
+          this.#setMacros(frame.data);
           continue; // no reply
         }
         const reply = this.#handle(decodeCommand(frame));
@@ -321,13 +332,13 @@ export class MilterSession {
     }
   }
 
-  #setMacros({ stage, pairs }: { stage: string; pairs: Buffer }): void {
+  #setMacros(packet: Buffer): void {
     if (this.#negotiated === undefined) throw new ProtocolError("macro before SMFIC_OPTNEG");
-    const order = STAGE_ORDER.indexOf(stage);
+    const order = STAGE_ORDER.indexOf(macroStage(packet));
     if (order < 0) return; // a stage we do not know: nothing reads it
     this.#dropFrom(order + 1);
     // A copy, so that a kept packet does not pin the whole chunk it came in.
-    if (order < KEPT_STAGES) this.#macros[order] = Buffer.from(pairs);
+    if (order < KEPT_STAGES) this.#macros[order] = Buffer.from(packet);
   }
 
   /** Forgets the macros of stage `order` and later. */
@@ -338,8 +349,8 @@ export class MilterSession {
   /** A macro as libmilter finds it: the RCPT stage first, then the earlier ones. */
   #macro(name: string): string | undefined {
     for (let i = KEPT_STAGES - 1; i >= 0; i--) {
-      const pairs = this.#macros[i];
-      const value = pairs === undefined ? undefined : macroValue(pairs, name);
+      const packet = this.#macros[i];
+      const value = packet === undefined ? undefined : macroValue(packet.subarray(1), name);
       if (value !== undefined) return value;
     }
     return undefined;

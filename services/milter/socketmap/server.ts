@@ -83,6 +83,7 @@ export async function startSocketmapServer(
     lookupErrors: 0,
     malformed: 0,
   };
+  const debug = options.log.isLevelEnabled("debug");
   const server = await startStreamServer({
     name: "socketmap",
     listen: options.listen,
@@ -92,7 +93,7 @@ export async function startSocketmapServer(
     closeTimeoutMs: options.closeTimeoutMs,
     stats,
     session: (connection) => {
-      const observe = observer(connection, stats, options.log);
+      const observe = observer(connection, stats, debug);
       return new SocketmapSession({
         lookup: options.lookup,
         mapNames: options.mapNames,
@@ -108,7 +109,7 @@ export async function startSocketmapServer(
 function observer(
   connection: StreamConnection,
   stats: SocketmapServerStats,
-  log: Logger,
+  debug: boolean,
 ): (outcome: SocketmapOutcome) => void {
   let warned = false;
   return (outcome) => {
@@ -141,7 +142,7 @@ function observer(
         warned = true;
         break;
     }
-    if (log.isLevelEnabled("debug")) {
+    if (debug) {
       connection
         .log()
         .debug(
