@@ -24,7 +24,8 @@
  *   written flushed, that connection closed; the others are unaffected.
  * - Back-pressure: while a write waits for the kernel, the connection is not read, so a peer
  *   that pipelines without reading costs one chunk plus one unfinished request.
- * - A peer that half-closes after its request still gets the reply (allowHalfOpen).
+ * - A peer that half-closes after its request still gets the reply: it is written as the request
+ *   is read, before Node sees the end and closes our side once what is written is flushed.
  * - `close()`: stop listening, end every connection once its replies are flushed; whatever is
  *   still open after `closeTimeoutMs` is destroyed.
  */
@@ -116,7 +117,7 @@ export async function startStreamServer(options: StreamServerOptions): Promise<S
   // Keep-alive is for TCP peers; deciding it here spares a getpeername per connection.
   const tcp = "port" in parseListenAddress(options.listen);
   const perConnection = { ...options, keepAlive: tcp && options.keepAlive === true };
-  const server = net.createServer({ allowHalfOpen: true });
+  const server = net.createServer();
   const debug = log.isLevelEnabled("debug");
   const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   server.maxConnections = maxConnections;
@@ -275,18 +276,16 @@ class Connection implements StreamConnection {
     socket.on("data", (chunk: Buffer) => {
       this.#receive(chunk);
     });
-    // The peer is done asking: end our side once the replies are flushed.
-    socket.on("end", () => {
-      if (this.#session.buffered > 0) {
-        this.log().debug({ bytes: this.#session.buffered }, "peer closed mid-request");
-      }
-      socket.destroySoon();
-    });
     socket.on("error", (err) => {
       this.log().debug({ err }, `${this.#name} socket error`);
     });
     if (debug) {
       this.log().debug(`${this.#name} connection opened`);
+      socket.on("end", () => {
+        if (this.#session.buffered > 0) {
+          this.log().debug({ bytes: this.#session.buffered }, "peer closed mid-request");
+        }
+      });
       socket.on("close", () => {
         this.log().debug(`${this.#name} connection closed`);
       });
