@@ -20,7 +20,7 @@
 // Run: `node bench/doors-pace.ts`. Knobs: BENCH_PACE (operations per second, default 300; 0 =
 // as fast as the clients go), BENCH_PACE_OPS (per run, 3000), BENCH_PACE_ROUNDS (3, best kept),
 // BENCH_PACE_ONLY (only the runs whose name holds this text, e.g. "policy"), BENCH_PACE_WARM
-// (15000: sessions at each of the role's doors before any run, bench/role-doors.ts).
+// (30000: sessions at each of the role's doors before any run, bench/role-doors.ts).
 // Needs nats-server (NATS_SERVER_BIN) and gcc + libmilter-dev (scripts/install-bench-tools.sh).
 import { spawn, type ChildProcess } from "node:child_process";
 import { writeFile, mkdtemp, rm } from "node:fs/promises";
@@ -49,7 +49,7 @@ const PACE = countKnob("BENCH_PACE", 300, 0);
 const OPS = countKnob("BENCH_PACE_OPS", 3000);
 const ROUNDS = countKnob("BENCH_PACE_ROUNDS", 3);
 /** Milter sessions, policy requests and socketmap lookups that warm the role first (role-doors.ts). */
-const WARM = countKnob("BENCH_PACE_WARM", 15_000);
+const WARM = countKnob("BENCH_PACE_WARM", 30_000);
 /** Only the runs whose name holds this text. */
 const ONLY = process.env["BENCH_PACE_ONLY"] ?? "";
 const CLIENTS = 20;

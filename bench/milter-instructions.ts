@@ -1,4 +1,4 @@
-// Instructions per milter connection, counted by valgrind's cachegrind: the work a server does for
+// Instructions per milter connection, counted by valgrind's callgrind: the work a server does for
 // one SMTP session, in user mode, as a number this VM's noise cannot blur. CPU time at an MTA's
 // pace (bench/doors-pace.ts) and under Postfix (bench/mta.ts) is what the goals judge, but on a
 // shared VM it moves ±20% between runs; the instruction count of the same code moves about ±5%
@@ -6,19 +6,20 @@
 // It counts no kernel time and no cache miss: compare servers with it, not with the C reference
 // (libmilter's cost is mostly a thread per connection, in the kernel).
 //
-// Each server runs under `valgrind --tool=cachegrind --cache-sim=no`, twice: it takes FIRST
-// connections (V8 compiles for the first ten thousand or so, bench/role-doors.ts), or FIRST + COUNT,
-// then is stopped; the difference of the two
-// totals over COUNT is one connection's count. A connection is what Postfix makes of a leased
-// client with RELAYLEASE_ACCEPT_AT=connect, one at a time: OPTNEG, CONNECT with Postfix's macros,
-// ACCEPT, close. Servers:
+// Each server runs under `valgrind --tool=callgrind --instr-atstart=no`: it takes FIRST
+// connections uncounted (V8 compiles for the first 25 000 or so, bench/role-doors.ts), then
+// `callgrind_control` turns counting on for COUNT more and off again; their total over COUNT is
+// one connection's count. A connection is what Postfix makes of a leased client with
+// RELAYLEASE_ACCEPT_AT=connect, one at a time: OPTNEG, CONNECT with Postfix's macros, ACCEPT,
+// close. `callgrind_annotate` on the kept output files shows where the instructions go. Servers:
 //   relaylease  the role's process (`node services/cli.ts milter`, every front door open); its
 //               count also holds its idle work over the run (NATS pings, the mirror's supervision),
 //               about 0.2 ms of CPU a second natively
 //   bare Node   bench/bare-servers.ts BARE_MILTER: canned frames, no parsing
 //   libmilter   bench/reference-milter/drac-milter.c
-// Run: `node bench/milter-instructions.ts` (about 10 minutes). Knobs: BENCH_INSN_FIRST (15000),
-// BENCH_INSN_COUNT (5000), BENCH_INSN_ONLY (only the servers whose name holds this text).
+// Run: `node bench/milter-instructions.ts` (about 3 minutes). Knobs: BENCH_INSN_FIRST (30000),
+// BENCH_INSN_COUNT (5000), BENCH_INSN_ONLY (only the servers whose name holds this text),
+// BENCH_INSN_KEEP (a directory to keep callgrind's output files in, one per server).
 // Needs valgrind, gcc and libmilter-dev (scripts/install-bench-tools.sh) and nats-server.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -33,9 +34,10 @@ import { BARE_MILTER, printsALine } from "./bare-servers.ts";
 import { countKnob } from "./knobs.ts";
 import { postfixMilterSession, provisionWithLease, roleEnv, roleReady } from "./role-doors.ts";
 
-const FIRST = countKnob("BENCH_INSN_FIRST", 15_000);
+const FIRST = countKnob("BENCH_INSN_FIRST", 30_000);
 const COUNT = countKnob("BENCH_INSN_COUNT", 5000);
 const ONLY = process.env["BENCH_INSN_ONLY"] ?? "";
+const KEEP = process.env["BENCH_INSN_KEEP"];
 const LEASED = "127.0.0.1";
 interface Server {
   readonly name: string;
@@ -45,27 +47,41 @@ interface Server {
   ready(child: ChildProcess): Promise<void>;
 }
 
-/** Instructions the server ran in all, after `sessions` sessions. */
-async function instructions(server: Server, port: number, sessions: number, dir: string) {
-  const out = path.join(dir, `cachegrind-${sessions}.out`);
-  const valgrind = ["--tool=cachegrind", "--cache-sim=no", `--cachegrind-out-file=${out}`];
+/** Instructions the server ran for COUNT connections, after FIRST uncounted ones. */
+async function instructions(server: Server, port: number, out: string): Promise<number> {
+  const valgrind = ["--tool=callgrind", "--instr-atstart=no", `--callgrind-out-file=${out}`];
   const [file = "", ...args] = server.command;
   const child = spawn("valgrind", [...valgrind, file, ...args], {
     env: { ...process.env, ...server.env },
     stdio: ["ignore", "pipe", "ignore"],
   });
   const exited = new Promise((resolve) => child.once("exit", resolve));
+  const counting = async (on: boolean) => {
+    const r = await run("callgrind_control", [`--instr=${on ? "on" : "off"}`, String(child.pid)]);
+    if (r !== 0) throw new Error(`${server.name}: callgrind_control exited ${String(r)}`);
+  };
+  const sessions = async (n: number) => {
+    for (let i = 0; i < n; i++) await postfixMilterSession(`127.0.0.1:${String(port)}`, LEASED);
+  };
   try {
     await server.ready(child);
-    for (let i = 0; i < sessions; i++)
-      await postfixMilterSession(`127.0.0.1:${String(port)}`, LEASED);
+    await sessions(FIRST);
+    await counting(true);
+    await sessions(COUNT);
+    await counting(false);
   } finally {
-    child.kill("SIGTERM"); // cachegrind writes its counts as the process ends, even by a signal
+    child.kill("SIGTERM"); // callgrind writes its counts as the process ends, even by a signal
     await exited;
   }
-  const summary = /^summary: (\d+)/m.exec(await readFile(out, "utf8"));
-  if (summary === null) throw new Error(`${server.name}: no summary in ${out}`);
-  return Number(summary[1]);
+  const totals = /^totals: (\d+)/m.exec(await readFile(out, "utf8"));
+  if (totals === null) throw new Error(`${server.name}: no totals in ${out}`);
+  return Number(totals[1]);
+}
+
+function run(file: string, args: readonly string[]): Promise<number | null> {
+  return new Promise((resolve, reject) => {
+    spawn(file, args, { stdio: "ignore" }).once("error", reject).once("exit", resolve);
+  });
 }
 
 async function main(): Promise<void> {
@@ -107,13 +123,12 @@ async function main(): Promise<void> {
       },
     ];
     process.stdout.write(
-      `Instructions per milter connection (cachegrind), ${String(COUNT)} connections after ${String(FIRST)}\n`,
+      `Instructions per milter connection (callgrind), ${String(COUNT)} connections after ${String(FIRST)}\n`,
     );
     for (const server of servers) {
       if (!server.name.includes(ONLY)) continue;
-      const warm = await instructions(server, port, FIRST, dir);
-      const more = await instructions(server, port, FIRST + COUNT, dir);
-      const each = Math.round((more - warm) / COUNT);
+      const out = path.join(KEEP ?? dir, `callgrind-${server.name.split(" ")[0] ?? ""}.out`);
+      const each = Math.round((await instructions(server, port, out)) / COUNT);
       process.stdout.write(`${server.name.padEnd(34)} ${each.toLocaleString("en").padStart(9)}\n`);
       await sleep(200); // the port is free again
     }

@@ -73,7 +73,7 @@ const SESSIONS = countKnob("BENCH_MTA_SESSIONS", 20);
 const SIZE = countKnob("BENCH_MTA_SIZE", 1000);
 const REPEATS = countKnob("BENCH_MTA_REPEATS", 3);
 /** Milter sessions, policy requests and socketmap lookups that warm the role (bench/role-doors.ts). */
-const WARM = countKnob("BENCH_MTA_WARM", 15_000);
+const WARM = countKnob("BENCH_MTA_WARM", 30_000);
 const LEASED = "127.0.0.1";
 const UNLEASED = "127.0.0.3";
 const MYNETWORKS = "127.0.0.2/32";

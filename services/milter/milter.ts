@@ -165,7 +165,7 @@ export function policyAction(d: Decision): string {
  * links to the grant, nothing continues it), so it is made only when spans are exported: at
  * Postfix's pace a span with its link and attributes was a fifth of a policy request's CPU.
  * The SDK's instruments hash their attributes on every call (sort, JSON.stringify): about 15 000
- * of a milter connection's 240 000 instructions (under cachegrind, as bench/milter-instructions.ts
+ * of a milter connection's 240 000 instructions (under valgrind, as bench/milter-instructions.ts
  * counts them). So decisions are counted here as plain numbers, reported by an observable counter
  * when metrics are read, and the latency histogram, one for every door (the decision is one
  * function), takes no attributes and its values in batches (LatencyBatch).

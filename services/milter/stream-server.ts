@@ -13,7 +13,7 @@
  *   name another time for its present phase (`timeoutMs`: the milter's negotiation and frames).
  *   One sweep per server finds the silent connections, up to a fifth of the shortest time late:
  *   a Node socket timeout is a timer re-armed on every read and write, about 30 000 of a milter
- *   connection's 230 000 instructions (under cachegrind, as bench/milter-instructions.ts counts).
+ *   connection's 230 000 instructions (under valgrind, as bench/milter-instructions.ts counts).
  *   The sweep also keeps the clock a connection reads when it hears from its peer, so a chunk
  *   costs no clock reading.
  * - A session that is over (`closed`: a milter or whoson QUIT) ends the connection after its
