@@ -12,10 +12,14 @@ export interface ListeningServer {
 /** Binds `server`; resolves with the bound address once it listens. */
 export async function bind(server: Server, address: string): Promise<string> {
   const where = parseListenAddress(address);
+  // The MTA (Postfix's smtpd runs as postfix) is another user, and connecting to a unix socket
+  // needs write permission on it: open it to all, as Postfix's own sockets are, and let the
+  // directory (e.g. a volume shared only with the MTA's container) limit who reaches it.
+  const options = "path" in where ? { ...where, readableAll: true, writableAll: true } : where;
   if ("path" in where) await removeStaleSocket(where.path);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(where, () => {
+    server.listen(options, () => {
       server.off("error", reject);
       resolve();
     });

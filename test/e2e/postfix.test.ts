@@ -8,6 +8,9 @@
 // gone past RELAYLEASE_STALE_AFTER an unknown client gets 4xx, never 250, while the leased one
 // still relays; once NATS is back, refusals are 5.7.1 again. Skips unless Postfix is installed (scripts/install-postfix.sh) and we are root.
 import assert from "node:assert/strict";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -57,6 +60,11 @@ interface Integration {
   readonly settings: (milter: Milter) => PostfixSettings;
   /** What an unknown client's local mail gets while the mirror is stale. */
   readonly staleLocal: RegExp;
+  /**
+   * The role's doors listen on unix sockets in a directory smtpd (user postfix) may enter, as in
+   * a volume shared with the MTA's container, instead of on loopback ports.
+   */
+  readonly unixSockets?: boolean;
 }
 
 const INTEGRATIONS: readonly Integration[] = [
@@ -89,6 +97,25 @@ const INTEGRATIONS: readonly Integration[] = [
       milter_default_action: "tempfail",
     }),
     staleLocal: RELAYED,
+  },
+  {
+    name: "policy service over a unix socket (check_policy_service unix:)",
+    settings: (m) => ({
+      smtpd_relay_restrictions: `permit_mynetworks, check_policy_service unix:${m.policyAddress}, reject_unauth_destination`,
+    }),
+    staleLocal: RELAYED,
+    unixSockets: true,
+  },
+  {
+    name: "milter gate over a unix socket (smtpd_milters unix:)",
+    settings: (m) => ({
+      smtpd_relay_restrictions:
+        "permit_mynetworks, check_client_access static:OK, reject_unauth_destination",
+      smtpd_milters: `unix:${m.milterAddress ?? ""}`,
+      milter_default_action: "tempfail",
+    }),
+    staleLocal: RELAYED,
+    unixSockets: true,
   },
 ];
 
@@ -142,8 +169,15 @@ describe("Postfix end to end", { skip: unavailable ?? false }, () => {
       let milter: Milter;
       let nc: NatsConnection;
       let publisher: (ip: string, service: string) => Promise<void>;
+      let socketDir: string | undefined;
 
       before(async () => {
+        if (integration.unixSockets === true) {
+          socketDir = await mkdtemp(path.join(tmpdir(), "relaylease-sockets-"));
+          await chmod(socketDir, 0o755);
+        }
+        const listen = (name: string) =>
+          socketDir === undefined ? "127.0.0.1:0" : path.join(socketDir, `${name}.sock`);
         nats = await startTestNatsServer();
         nc = await connect({ servers: nats.url });
         await provisionForTest(nc, {
@@ -154,8 +188,9 @@ describe("Postfix end to end", { skip: unavailable ?? false }, () => {
           RELAYLEASE_SERVICE_TTLS: `pop3=${SHORT_TTL}`,
           // Replaces the default list, which refuses loopback: here 127.0.0.x are the clients.
           RELAYLEASE_NEVER_LEASE: "192.0.2.0/24",
-          RELAYLEASE_MILTER_LISTEN: "127.0.0.1:0",
-          RELAYLEASE_SOCKETMAP_LISTEN: "127.0.0.1:0",
+          RELAYLEASE_POLICY_LISTEN: listen("policy"),
+          RELAYLEASE_MILTER_LISTEN: listen("milter"),
+          RELAYLEASE_SOCKETMAP_LISTEN: listen("socketmap"),
           RELAYLEASE_TRUSTED_NETWORKS: `${TRUSTED}/32`,
           RELAYLEASE_LOCAL_DOMAINS: LOCAL_DOMAIN,
           RELAYLEASE_STALE_AFTER: STALE_AFTER,
@@ -181,6 +216,7 @@ describe("Postfix end to end", { skip: unavailable ?? false }, () => {
         // With NATS still gone (a failed test), this takes seconds: the roles' NATS work times out.
         await roles.stop();
         await nats.cleanup();
+        if (socketDir !== undefined) await rm(socketDir, { recursive: true, force: true });
       });
 
       it("relays for a leased or trusted client, refuses an unleased one, takes local mail from all", async () => {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -272,6 +272,8 @@ describe("policy server on a unix socket", () => {
     const path = join(dir, "policy.sock");
     const { server } = await start({ listen: path });
     assert.equal(server.address, path);
+    // Open to all users (the MTA is another user); the directory limits who reaches it.
+    assert.equal(statSync(path).mode & 0o666, 0o666);
     const client = await PolicyClient.connect(path);
     assert.equal(await client.query(leased), "OK");
     await client.close();
