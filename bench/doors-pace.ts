@@ -117,7 +117,7 @@ async function milterSession(port: number): Promise<void> {
 
 async function main(cleanups: Cleanups): Promise<void> {
   const nats = await startTestNatsServer();
-  cleanups.push(() => nats.stop());
+  cleanups.push(() => nats.cleanup());
   await provisionWithLease(nats.url, LEASED);
   const port = {
     policy: 0,

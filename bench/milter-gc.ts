@@ -120,7 +120,7 @@ async function main(): Promise<void> {
     await measure("bare Node milter", bare, barePort);
   } finally {
     for (const child of children) child.kill("SIGTERM");
-    await nats.stop();
+    await nats.cleanup();
   }
 }
 

@@ -133,7 +133,7 @@ async function main(): Promise<void> {
       await sleep(200); // the port is free again
     }
   } finally {
-    await nats.stop();
+    await nats.cleanup();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -53,8 +53,11 @@ describe("loadConfig", () => {
     assert.equal(c.natsCreds, undefined);
   });
 
-  it("takes a flag over the environment over the file", () => {
+  it("takes a flag over the environment over the file", (t) => {
     const dir = mkdtempSync(join(tmpdir(), "relaylease-config-"));
+    t.after(() => {
+      rmSync(dir, { recursive: true, force: true });
+    });
     const file = join(dir, "config.json");
     writeFileSync(file, JSON.stringify({ RELAYLEASE_LEASE_TTL: "10m", RELAYLEASE_BUCKET: "b1" }));
     assert.equal(load({ RELAYLEASE_CONFIG: file }).leaseTtl, 600_000);
@@ -98,8 +101,11 @@ describe("loadConfig", () => {
     });
   }
 
-  it("refuses a config file that is not a JSON object", () => {
+  it("refuses a config file that is not a JSON object", (t) => {
     const dir = mkdtempSync(join(tmpdir(), "relaylease-config-"));
+    t.after(() => {
+      rmSync(dir, { recursive: true, force: true });
+    });
     const file = join(dir, "config.json");
     writeFileSync(file, "[1]");
     assert.throws(() => load({ RELAYLEASE_CONFIG: file }), /RELAYLEASE_CONFIG.*JSON object/);
