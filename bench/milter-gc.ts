@@ -18,6 +18,7 @@ import { CLI } from "../test/support/cli.ts";
 import { startTestNatsServer } from "../test/support/nats-server.ts";
 import { BARE_MILTER } from "./bare-servers.ts";
 import { countKnob } from "./knobs.ts";
+import { median } from "./stats.ts";
 import { postfixMilterSession, provisionWithLease, roleEnv, roleReady } from "./role-doors.ts";
 
 const WARM = countKnob("BENCH_GC_WARM", 5000);
@@ -63,11 +64,6 @@ async function sessions(port: number, n: number): Promise<number> {
     }),
   );
   return (each * LANES) / ((performance.now() - started) / 1000);
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
 async function measure(name: string, server: Traced, port: number): Promise<void> {

@@ -65,6 +65,7 @@ import { provisionForTest } from "../test/support/role-harness.ts";
 import { printsALine } from "./bare-servers.ts";
 import { buildFixture } from "./build-fixture.ts";
 import { countKnob } from "./knobs.ts";
+import { median } from "./stats.ts";
 import { TICKS_PER_SECOND, processCpu, statFields, type ProcessCpu } from "./process-cpu.ts";
 import { roleEnv, roleReady, warmDoors } from "./role-doors.ts";
 
@@ -497,11 +498,6 @@ async function probe(pf: ThrowawayPostfix, checked: boolean): Promise<string> {
   const line = `${LEASED}: ${leased}; ${UNLEASED}: ${unleased}`;
   if (!ok) throw new Error(`probe failed: ${line}\n--- maillog ---\n${await pf.maillogTail()}`);
   return line;
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
 type Cleanups = (() => Promise<unknown>)[];

@@ -55,6 +55,8 @@ export interface StreamSession {
 /** What a session may know of its connection; `log()` makes its logger on first use. */
 export interface StreamConnection {
   readonly id: number;
+  /** Whether its logger takes debug lines: asked of pino once per server, not per request. */
+  readonly debug: boolean;
   log(): Logger;
 }
 
@@ -240,6 +242,7 @@ class SilenceSweep {
 /** One accepted socket: feeds its session, writes the replies, keeps the socket's rules. */
 class Connection implements StreamConnection {
   readonly id: number;
+  readonly debug: boolean;
   /** Its place among the server's OpenConnections; -1 when not there. */
   openIndex = -1;
   readonly #socket: net.Socket;
@@ -264,6 +267,7 @@ class Connection implements StreamConnection {
     debug: boolean,
   ) {
     this.id = id;
+    this.debug = debug;
     this.#silence = silence;
     this.#socket = socket;
     this.#name = options.name;

@@ -67,14 +67,25 @@ interface Integration {
   readonly unixSockets?: boolean;
 }
 
+/** The policy service in the relay restrictions; `server` is Postfix's inet:… or unix:… */
+const policyService = (server: string): PostfixSettings => ({
+  smtpd_relay_restrictions: `permit_mynetworks, check_policy_service ${server}, reject_unauth_destination`,
+});
+
+/** Relaying handed to the milter at `server`, tempfail when it is unreachable. */
+const milterGate = (server: string): PostfixSettings => ({
+  smtpd_relay_restrictions:
+    "permit_mynetworks, check_client_access static:OK, reject_unauth_destination",
+  smtpd_milters: server,
+  milter_default_action: "tempfail",
+});
+
 const INTEGRATIONS: readonly Integration[] = [
   {
     // OK for an authorized client, DUNNO otherwise; stale: DEFER_IF_REJECT, so the relay attempt
     // is deferred (450 4.7.1) and local mail still passes.
     name: "policy service (check_policy_service)",
-    settings: (m) => ({
-      smtpd_relay_restrictions: `permit_mynetworks, check_policy_service inet:${m.policyAddress}, reject_unauth_destination`,
-    }),
+    settings: (m) => policyService(`inet:${m.policyAddress}`),
     staleLocal: RELAYED,
   },
   {
@@ -90,30 +101,18 @@ const INTEGRATIONS: readonly Integration[] = [
     // Postfix passes relaying to the milter (static:OK), which accepts an authorized client at
     // CONNECT and otherwise rejects remote recipients itself; stale: 451 4.7.1 for those only.
     name: "milter gate (smtpd_milters, check_client_access static:OK)",
-    settings: (m) => ({
-      smtpd_relay_restrictions:
-        "permit_mynetworks, check_client_access static:OK, reject_unauth_destination",
-      smtpd_milters: `inet:${m.milterAddress ?? ""}`,
-      milter_default_action: "tempfail",
-    }),
+    settings: (m) => milterGate(`inet:${m.milterAddress ?? ""}`),
     staleLocal: RELAYED,
   },
   {
     name: "policy service over a unix socket (check_policy_service unix:)",
-    settings: (m) => ({
-      smtpd_relay_restrictions: `permit_mynetworks, check_policy_service unix:${m.policyAddress}, reject_unauth_destination`,
-    }),
+    settings: (m) => policyService(`unix:${m.policyAddress}`),
     staleLocal: RELAYED,
     unixSockets: true,
   },
   {
     name: "milter gate over a unix socket (smtpd_milters unix:)",
-    settings: (m) => ({
-      smtpd_relay_restrictions:
-        "permit_mynetworks, check_client_access static:OK, reject_unauth_destination",
-      smtpd_milters: `unix:${m.milterAddress ?? ""}`,
-      milter_default_action: "tempfail",
-    }),
+    settings: (m) => milterGate(`unix:${m.milterAddress ?? ""}`),
     staleLocal: RELAYED,
     unixSockets: true,
   },

@@ -83,7 +83,6 @@ export async function startMilterServer(options: MilterServerOptions): Promise<M
     maxFrameLength: options.maxFrameLength ?? d.maxFrameLength,
   };
   const stats: MilterServerStats = { ...newStreamServerStats(), requests: 0 };
-  const debug = o.log.isLevelEnabled("debug");
   const server = await startStreamServer({
     name: "milter",
     listen: o.listen,
@@ -98,7 +97,7 @@ export async function startMilterServer(options: MilterServerOptions): Promise<M
         decide: (request) => {
           stats.requests++;
           const d = o.decide(request);
-          if (debug) {
+          if (connection.debug) {
             const { verdict, reason } = d;
             connection.log().debug({ request, verdict, reason }, "milter decision");
           }

@@ -54,7 +54,6 @@ export interface PolicyServer {
 export async function startPolicyServer(options: PolicyServerOptions): Promise<PolicyServer> {
   const limits = options.limits ?? DEFAULT_POLICY_LIMITS;
   const stats: PolicyServerStats = { ...newStreamServerStats(), requests: 0 };
-  const debug = options.log.isLevelEnabled("debug");
   const server = await startStreamServer({
     name: "policy",
     listen: options.listen,
@@ -66,7 +65,7 @@ export async function startPolicyServer(options: PolicyServerOptions): Promise<P
       new PolicySession((request) => {
         stats.requests++;
         const action = options.answer(request);
-        if (debug) {
+        if (connection.debug) {
           connection.log().debug({ request: pick(request), action }, "policy reply");
         }
         return action;

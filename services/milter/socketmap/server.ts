@@ -83,7 +83,6 @@ export async function startSocketmapServer(
     lookupErrors: 0,
     malformed: 0,
   };
-  const debug = options.log.isLevelEnabled("debug");
   const server = await startStreamServer({
     name: "socketmap",
     listen: options.listen,
@@ -93,7 +92,7 @@ export async function startSocketmapServer(
     closeTimeoutMs: options.closeTimeoutMs,
     stats,
     session: (connection) => {
-      const observe = observer(connection, stats, debug);
+      const observe = observer(connection, stats);
       return new SocketmapSession({
         lookup: options.lookup,
         mapNames: options.mapNames,
@@ -109,7 +108,6 @@ export async function startSocketmapServer(
 function observer(
   connection: StreamConnection,
   stats: SocketmapServerStats,
-  debug: boolean,
 ): (outcome: SocketmapOutcome) => void {
   let warned = false;
   return (outcome) => {
@@ -142,7 +140,7 @@ function observer(
         warned = true;
         break;
     }
-    if (debug) {
+    if (connection.debug) {
       connection
         .log()
         .debug(
