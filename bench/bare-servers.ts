@@ -18,21 +18,25 @@ export function printsALine(child: ChildProcess): Promise<void> {
   });
 }
 
-/** A milter answering OPTNEG and CONNECT with canned frames, QUIT by closing: Node's floor. */
+/**
+ * A milter answering OPTNEG and CONNECT with canned frames, QUIT or the peer's end by closing:
+ * Node's floor. Half-open, so that the peer's end closes the socket with no shutdown(2) first.
+ */
 export const BARE_MILTER = `
 import net from "node:net";
 const frame = (cmd, payload) => { const b = Buffer.alloc(5 + payload.length); b.writeUInt32BE(1 + payload.length, 0); b[4] = cmd.charCodeAt(0); payload.copy(b, 5); return b; };
 const optneg = Buffer.alloc(12); optneg.writeUInt32BE(6, 0); optneg.writeUInt32BE(0, 4); optneg.writeUInt32BE(0x37e, 8);
 const OPTNEG = frame("O", optneg), ACCEPT = frame("a", Buffer.alloc(0));
-net.createServer((s) => {
+net.createServer({ allowHalfOpen: true }, (s) => {
   let buf = Buffer.alloc(0);
   s.on("error", () => {});
+  s.on("end", () => s.destroy());
   s.on("data", (c) => {
     buf = buf.length ? Buffer.concat([buf, c]) : c;
     while (buf.length >= 5) {
       const len = buf.readUInt32BE(0); if (buf.length < 4 + len) break;
       const cmd = String.fromCharCode(buf[4]); buf = buf.subarray(4 + len);
-      if (cmd === "O") s.write(OPTNEG); else if (cmd === "C") s.write(ACCEPT); else if (cmd === "Q") { s.end(); return; }
+      if (cmd === "O") s.write(OPTNEG); else if (cmd === "C") s.write(ACCEPT); else if (cmd === "Q") { s.destroy(); return; }
     }
   });
 }).listen(Number(process.argv[1]), "127.0.0.1", () => console.log("ready"));

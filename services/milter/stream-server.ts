@@ -25,7 +25,7 @@
  * - Back-pressure: while a write waits for the kernel, the connection is not read, so a peer
  *   that pipelines without reading costs one chunk plus one unfinished request.
  * - A peer that half-closes after its request still gets the reply: it is written as the request
- *   is read, before Node sees the end and closes our side once what is written is flushed.
+ *   is read, before the end is seen; the connection then closes once what is written is flushed.
  * - `close()`: stop listening, end every connection once its replies are flushed; whatever is
  *   still open after `closeTimeoutMs` is destroyed.
  */
@@ -119,7 +119,8 @@ export async function startStreamServer(options: StreamServerOptions): Promise<S
   // Keep-alive is for TCP peers; deciding it here spares a getpeername per connection.
   const tcp = "port" in parseListenAddress(options.listen);
   const perConnection = { ...options, keepAlive: tcp && options.keepAlive === true };
-  const server = net.createServer();
+  // Half-open: the peer's end is ours to answer (#peerEnded), with a close and no shutdown.
+  const server = net.createServer({ allowHalfOpen: true });
   const debug = log.isLevelEnabled("debug");
   const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   server.maxConnections = maxConnections;
@@ -280,16 +281,14 @@ class Connection implements StreamConnection {
     socket.on("data", (chunk: Buffer) => {
       this.#receive(chunk);
     });
+    socket.on("end", () => {
+      this.#peerEnded();
+    });
     socket.on("error", (err) => {
       this.log().debug({ err }, `${this.#name} socket error`);
     });
     if (debug) {
       this.log().debug(`${this.#name} connection opened`);
-      socket.on("end", () => {
-        if (this.#session.buffered > 0) {
-          this.log().debug({ bytes: this.#session.buffered }, "peer closed mid-request");
-        }
-      });
       socket.on("close", () => {
         this.log().debug(`${this.#name} connection closed`);
       });
@@ -346,11 +345,33 @@ class Connection implements StreamConnection {
       });
     }
     if (this.#session.closed === true) {
-      socket.pause();
-      socket.destroySoon(); // flush the replies, then close
+      this.#close();
       return;
     }
     this.#armSilence();
+  }
+
+  /**
+   * The peer has closed its side (Postfix after a milter ACCEPT at CONNECT, or after QUIT): every
+   * reply is already written. Closing at once sends our FIN with no shutdown(2) and no wait for
+   * Node's end of stream, about 10 000 of the 73 000 instructions a bare Node milter spends on a
+   * connection (bench/milter-instructions.ts); a reply still queued is flushed first.
+   */
+  #peerEnded(): void {
+    if (this.debug && this.#session.buffered > 0) {
+      this.log().debug({ bytes: this.#session.buffered }, "peer closed mid-request");
+    }
+    this.#close();
+  }
+
+  /** Closes once what is written has reached the kernel, which sends it before the FIN. */
+  #close(): void {
+    const socket = this.#socket;
+    if (socket.writableLength === 0) socket.destroy();
+    else {
+      socket.pause();
+      socket.destroySoon();
+    }
   }
 
   #fail(err: unknown): void {
