@@ -36,6 +36,7 @@ import { SocketmapClient } from "../test/support/socketmap-client.ts";
 import { buildFixture } from "./build-fixture.ts";
 import { BARE_MILTER, BARE_POLICY, printsALine } from "./bare-servers.ts";
 import {
+  LARGE_PAGES,
   postfixConnectMacros,
   provisionWithLease,
   roleEnv,
@@ -156,7 +157,7 @@ async function main(cleanups: Cleanups): Promise<void> {
     leasedFile,
   ]);
   const node = (program: string, p: number) =>
-    launch(process.execPath, ["--input-type=module", "-e", program, String(p)]);
+    launch(process.execPath, [LARGE_PAGES, "--input-type=module", "-e", program, String(p)]);
   const barePid = await node(BARE_MILTER, port.bare);
   const barePolicyPid = await node(BARE_POLICY, port.barePolicy);
   const floorPid = await launch(await buildFixture("floor-tables"), [
