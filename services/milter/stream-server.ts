@@ -31,7 +31,6 @@
  */
 import net from "node:net";
 import { performance } from "node:perf_hooks";
-import { parseListenAddress } from "../../shared/listen-address.ts";
 import { bind } from "../../shared/listen.ts";
 import type { Logger } from "../../shared/log.ts";
 import { ProtocolError } from "../../shared/protocol-error.ts";
@@ -72,8 +71,9 @@ export interface StreamServerOptions {
   /** Default DEFAULT_CLOSE_TIMEOUT_MS. */
   closeTimeoutMs?: number | undefined;
   /**
-   * SO_KEEPALIVE on each TCP connection, with the kernel's timers (net.ipv4.tcp_keepalive_time,
-   * which a pod may set), as libmilter does: one system call. Node's own delay would take four.
+   * SO_KEEPALIVE on each TCP connection (not on a unix socket's), with the kernel's timers
+   * (net.ipv4.tcp_keepalive_time, which a pod may set), as libmilter does: one system call, made
+   * by the server as it accepts. Node's own delay would take four.
    */
   keepAlive?: boolean;
   /**
@@ -116,11 +116,8 @@ export function newStreamServerStats(): StreamServerStats {
 export async function startStreamServer(options: StreamServerOptions): Promise<StreamServer> {
   const log = options.log.child({ module: options.name });
   const stats = options.stats ?? newStreamServerStats();
-  // Keep-alive is for TCP peers; deciding it here spares a getpeername per connection.
-  const tcp = "port" in parseListenAddress(options.listen);
-  const perConnection = { ...options, keepAlive: tcp && options.keepAlive === true };
   // Half-open: the peer's end is ours to answer (#peerEnded), with a close and no shutdown.
-  const server = net.createServer({ allowHalfOpen: true });
+  const server = net.createServer({ allowHalfOpen: true, keepAlive: options.keepAlive === true });
   const debug = log.isLevelEnabled("debug");
   const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   server.maxConnections = maxConnections;
@@ -137,7 +134,7 @@ export async function startStreamServer(options: StreamServerOptions): Promise<S
     }
     stats.accepted++;
     stats.connections++;
-    const connection = new Connection(socket, ++next, perConnection, log, stats, silence, debug);
+    const connection = new Connection(socket, ++next, options, log, stats, silence, debug);
     connections.add(connection);
     socket.on("close", () => {
       connections.delete(connection);
@@ -276,7 +273,6 @@ class Connection implements StreamConnection {
     this.#stats = stats;
     this.#idleTimeoutMs = options.idleTimeoutMs;
     this.#session = options.session(this);
-    if (options.keepAlive === true) socket.setKeepAlive(true);
     this.#armSilence();
     socket.on("data", (chunk: Buffer) => {
       this.#receive(chunk);

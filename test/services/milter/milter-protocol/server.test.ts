@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -91,6 +91,36 @@ describe("milter server on TCP", () => {
       assert.equal(c.skips("rcpt"), false);
     } finally {
       await c.close();
+    }
+  });
+
+  it("turns TCP keep-alive on for each connection, as libmilter does", async () => {
+    const socket = await connectRaw(started.server.address);
+    try {
+      const server = parseListenAddress(started.server.address);
+      assert.ok("port" in server);
+      // The server's end of this connection in /proc/net/tcp: local port the server's, remote
+      // port ours. Its timer is 2 (keepalive) once SO_KEEPALIVE is on, else 0 while idle.
+      const hex = (port: number) => port.toString(16).toUpperCase().padStart(4, "0");
+      const timerOfServerEnd = () => {
+        const rows = readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1);
+        const row = rows
+          .map((line) => line.trim().split(/\s+/))
+          .find(
+            (f) =>
+              f[1]?.endsWith(`:${hex(server.port)}`) === true &&
+              f[2]?.endsWith(`:${hex(socket.localPort ?? 0)}`) === true,
+          );
+        return row?.[5]?.split(":")[0];
+      };
+      await waitFor(
+        () => timerOfServerEnd() !== undefined,
+        5000,
+        "the server's end of the connection",
+      );
+      assert.equal(timerOfServerEnd(), "02", "the keepalive timer runs on the server's end");
+    } finally {
+      socket.destroy();
     }
   });
 
