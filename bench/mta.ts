@@ -16,7 +16,8 @@
 //              floor-tables.c (one thread, poll, the same answers, no decision): what Postfix's
 //              own side of each check costs, which no server can take away
 // The relaylease role runs as its own process (`node services/cli.ts milter`, every front door
-// open, RELAYLEASE_ACCEPT_AT=connect), as beside a real MTA; the C milter is built into a cache
+// open, RELAYLEASE_ACCEPT_AT=connect, NODE_OPTIONS=--use-largepages=silent as the README
+// advises), as beside a real MTA; the C milter is built into a cache
 // dir outside the repository by bench/reference-milter/build.sh.
 //
 // Method: the role's doors first take BENCH_MTA_WARM sessions from our own clients, so that V8 has
