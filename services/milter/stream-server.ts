@@ -314,7 +314,7 @@ class Connection implements StreamConnection {
     return this.#log;
   }
 
-  /** Server shutdown: read nothing more, end once the replies are flushed. */
+  /** Server shutdown, a failed session: read nothing more, end once the replies are flushed. */
   end(): void {
     this.#socket.pause();
     this.#socket.destroySoon();
@@ -362,12 +362,8 @@ class Connection implements StreamConnection {
 
   /** Closes once what is written has reached the kernel, which sends it before the FIN. */
   #close(): void {
-    const socket = this.#socket;
-    if (socket.writableLength === 0) socket.destroy();
-    else {
-      socket.pause();
-      socket.destroySoon();
-    }
+    if (this.#socket.writableLength === 0) this.#socket.destroy();
+    else this.end();
   }
 
   #fail(err: unknown): void {
@@ -378,8 +374,7 @@ class Connection implements StreamConnection {
       this.#stats.answerErrors++;
       this.log().error({ err }, `${this.#name} answer failed; closing connection`);
     }
-    this.#socket.pause();
-    this.#socket.destroySoon(); // flush replies already written, then close
+    this.end();
   }
 }
 
