@@ -38,10 +38,21 @@
 // CPU-bound box the first is the rate's inverse without the noise of other work, so goals are
 // judged both ways; each run waits (at most QUIET_WAIT_MS) for the CPUs to be quiet, and the
 // share other processes took anyway is printed.
+// Side by side: on a shared VM one configuration's CPU per message moves about 9 % from run to
+// run, and not with the other configurations' runs of the same round (the noise is faster than a
+// round), so a 3 % goal sits inside it. Two Postfix instances run at the same time see the same
+// machine: the ratio of their CPU per message moved 2 % between rounds with both unchecked (an A/A
+// run, 12 rounds). So after the rounds above, each goal is judged again with its configuration and
+// its comparator run at once, each on its own Postfix, smtp-source and smtp-sink, the two swapping
+// instances every round, BENCH_MTA_PAIRS rounds: the other's CPU per message over this one's (on a
+// CPU-bound box, the ratio of the rates each would reach alone; the rates of two runs sharing the
+// CPUs say how the scheduler split them). Each C floor is run beside no check the same way: what
+// Postfix's own side of that check costs, which bounds what any server can reach.
 //
 // Needs root, Postfix, gcc and libmilter-dev (scripts/install-bench-tools.sh) and nats-server.
 // Run: `node bench/mta.ts`. Knobs: BENCH_MTA_MESSAGES (per run), BENCH_MTA_SESSIONS (parallel
-// SMTP sessions), BENCH_MTA_SIZE (body bytes), BENCH_MTA_REPEATS, BENCH_MTA_WARM.
+// SMTP sessions), BENCH_MTA_SIZE (body bytes), BENCH_MTA_REPEATS, BENCH_MTA_PAIRS (side-by-side
+// rounds), BENCH_MTA_WARM.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, open, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -74,6 +85,7 @@ const MESSAGES = countKnob("BENCH_MTA_MESSAGES", 4000);
 const SESSIONS = countKnob("BENCH_MTA_SESSIONS", 20);
 const SIZE = countKnob("BENCH_MTA_SIZE", 1000);
 const REPEATS = countKnob("BENCH_MTA_REPEATS", 3);
+const PAIRS = countKnob("BENCH_MTA_PAIRS", 9);
 /** Milter sessions, policy requests and socketmap lookups that warm the role (bench/role-doors.ts). */
 const WARM = countKnob("BENCH_MTA_WARM", 30_000);
 const LEASED = "127.0.0.1";
@@ -102,6 +114,8 @@ const FLOOR_SOCKETMAP = "socketmap table, C floor";
 
 interface Ports {
   readonly sink: number;
+  /** The second Postfix instance's, for side-by-side runs. */
+  readonly twinSink: number;
   readonly policy: number;
   readonly socketmap: number;
   readonly milter: number;
@@ -311,7 +325,7 @@ async function leasedAccepts(metricsPort: number, door: string): Promise<number>
 }
 
 interface CpuSnapshot {
-  /** Postfix (the master and its children, live and reaped), smtp-source, the daemons. */
+  /** Postfix (the master and its children, live and reaped), the daemons. */
   readonly ours: number;
   readonly checker: ProcessCpu | undefined;
   /** Seconds all CPUs spent running processes (user, nice, system), and in all. */
@@ -328,8 +342,6 @@ async function cpuSnapshot(a: Accounted): Promise<CpuSnapshot> {
     const p = await statCpu(Number(entry));
     if (p?.ppid === a.masterPid) ours += whole(p);
   }
-  // smtp-source has exited and been reaped by the time a snapshot is taken.
-  ours += (await statCpu("self"))?.children ?? 0;
   for (const d of a.daemons) ours += whole(await statCpu(d.pid));
   const checker = a.checker === undefined ? undefined : await processCpu(a.checker.pid);
   return { ours, checker, ...(await machineCpu()) };
@@ -381,18 +393,35 @@ async function readFrom(file: string, offset: number): Promise<string> {
   }
 }
 
-function run(command: readonly string[]): Promise<{ code: number | null; stderr: string }> {
+interface SourceRun {
+  readonly code: number | null;
+  readonly stderr: string;
+  /** smtp-source's CPU, user and system, in seconds. */
+  readonly cpu: number;
+}
+
+/**
+ * Runs smtp-source under bash, whose `times` then prints its children's CPU (the last line,
+ * "0m1.234s 0m0.567s"): two runs at once cannot tell theirs apart in this process's counters.
+ */
+function runSource(command: readonly string[]): Promise<SourceRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command[0] ?? "", command.slice(1), {
-      stdio: ["ignore", "ignore", "pipe"],
+    const script = '"$@"; status=$?; times; exit $status';
+    const child = spawn("bash", ["-c", script, "bash", ...command], {
+      stdio: ["ignore", "pipe", "pipe"],
     });
+    let stdout = "";
     let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout = (stdout + chunk.toString()).slice(-4000)));
     child.stderr.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
     const timer = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS);
     child.on("error", reject);
     child.on("exit", (code) => {
       clearTimeout(timer);
-      resolve({ code, stderr });
+      const times = /(\d+)m([\d.]+)s\s+(\d+)m([\d.]+)s\s*$/.exec(stdout);
+      const seconds = (m: string | undefined, s: string | undefined) => Number(m) * 60 + Number(s);
+      const cpu = times === null ? NaN : seconds(times[1], times[2]) + seconds(times[3], times[4]);
+      resolve({ code, stderr, cpu });
     });
   });
 }
@@ -403,7 +432,7 @@ interface Run {
   readonly oursUs: number;
   /** CPU per message of the checking process, in microseconds: on a CPU, and its split. */
   readonly checkerUs: ProcessCpu | undefined;
-  /** Share of all CPUs that processes not ours ran: other work on a shared machine. */
+  /** Share of all CPUs that processes not ours ran: other work on a shared machine (or, side by side, the other run). */
   readonly foreign: number;
 }
 
@@ -419,15 +448,15 @@ async function measure(
 ): Promise<Run> {
   const logStart = await fileSize(pf.maillog);
   const sunk = sink.messages;
-  await quiet();
   const decided = await accounted.decisions?.();
   const before = await cpuSnapshot(accounted);
   const t0 = performance.now();
-  const r = await run(sourceCommand(pf.port, messages));
+  const r = await runSource(sourceCommand(pf.port, messages));
   const seconds = (performance.now() - t0) / 1000;
   let after: CpuSnapshot;
   try {
     if (r.code !== 0) throw new Error(`smtp-source exited ${String(r.code)}`);
+    if (Number.isNaN(r.cpu)) throw new Error("smtp-source's CPU time was not printed");
     await verify(pf, sink, { logStart, sunk }, messages);
     for (const d of accounted.daemons) d.check();
     // Before the role is asked for its counters: rendering /metrics is not a decision's cost.
@@ -444,9 +473,10 @@ async function measure(
   const perMessage = (b = 0, a = 0) => ((a - b) / messages) * 1e6;
   const { checker: c0 } = before;
   const { checker: c1 } = after;
+  const ours = after.ours - before.ours + r.cpu;
   return {
     perSecond: messages / seconds,
-    oursUs: perMessage(before.ours, after.ours),
+    oursUs: perMessage(0, ours),
     checkerUs:
       c0 === undefined
         ? undefined
@@ -455,9 +485,7 @@ async function measure(
             user: perMessage(c0.user, c1?.user),
             system: perMessage(c0.system, c1?.system),
           },
-    foreign:
-      Math.max(0, after.busy - before.busy - (after.ours - before.ours)) /
-      (after.total - before.total),
+    foreign: Math.max(0, after.busy - before.busy - ours) / (after.total - before.total),
   };
 }
 
@@ -584,6 +612,7 @@ async function startFixture(name: string, args: string[], cleanups: Cleanups): P
 async function bench(cleanups: Cleanups): Promise<void> {
   const ports: Ports = {
     sink: await freePort(),
+    twinSink: await freePort(),
     policy: await freePort(),
     socketmap: await freePort(),
     milter: await freePort(),
@@ -597,46 +626,103 @@ async function bench(cleanups: Cleanups): Promise<void> {
   const role = await startRole(await startNatsWithLease(cleanups), ports, cleanups);
   const reference = await startReference(ports.reference, dir, cleanups);
   const floor = await startFloor(ports, cleanups);
-  const sink = new Sink(sinkCommand(ports.sink));
-  cleanups.push(() => sink.stop());
-  const pf = await createPostfix({ mynetworks: MYNETWORKS });
-  cleanups.push(() => pf.cleanup());
-  const relaying = { relayhost: `[127.0.0.1]:${ports.sink}`, defer_transports: "" };
-  await pf.start({ ...relaying, ...CONFIGURATIONS[0]?.settings(ports) });
-  sink.check();
+  const primary = await startInstance(ports.sink, ports, cleanups);
+  const twin = await startInstance(ports.twinSink, ports, cleanups);
+  const { pf } = primary;
   // Warmed last: its 30 000 connections leave as many local ports in TIME_WAIT, and a port
   // picked before them but bound after (the C fixtures', Postfix's) could be one of them.
   await warmDoors(ports, LEASED, WARM);
 
-  const masterPid = Number(await readFile(path.join(pf.dir, "queue/pid/master.pid"), "utf8"));
-  const daemons = [role.daemon, reference.daemon, floor.daemon, sink];
   const checkers = { role: role.daemon, reference: reference.daemon, floor: floor.daemon };
-  const accounted = ({ checker, door }: Configuration): Accounted => ({
-    masterPid,
+  /** Sequential runs are charged with every daemon (idle ones cost nothing); side by side, each with its own. */
+  const accounted = (
+    { checker, door }: Configuration,
+    on: Instance,
+    daemons: readonly Daemon[],
+  ): Accounted => ({
+    masterPid: on.masterPid,
     daemons,
     checker: checker === undefined ? undefined : checkers[checker],
     decisions: door === undefined ? undefined : () => leasedAccepts(ports.metrics, door),
   });
+  const everyDaemon = [role.daemon, reference.daemon, floor.daemon, primary.sink];
   const runs = new Map<string, Run[]>(CONFIGURATIONS.map((c) => [c.name, []]));
   const setup = `${SESSIONS} sessions x ${MESSAGES} messages of ${SIZE} bytes, median of ${REPEATS}`;
   process.stdout.write(`Postfix ${await postfixVersion()}, ${setup}\n`);
   for (let round = 0; round <= REPEATS; round++) {
     for (const c of round === 0 ? CONFIGURATIONS : shuffled(CONFIGURATIONS, round)) {
-      await pf.reconfigure({ ...relaying, ...c.settings(ports) });
+      await pf.reconfigure({ ...primary.relaying, ...c.settings(ports) });
+      await quiet();
+      const on = accounted(c, primary, everyDaemon);
       if (round > 0) {
-        runs.get(c.name)?.push(await measure(pf, sink, accounted(c), MESSAGES));
+        runs.get(c.name)?.push(await measure(pf, primary.sink, on, MESSAGES));
         continue;
       }
       // Warm-up round: the probes, and a tenth of a run to warm caches and the JIT.
       process.stdout.write(`probe ${c.name}: ${await probe(pf, c.checker !== undefined)}\n`);
-      await measure(pf, sink, accounted(c), Math.ceil(MESSAGES / 10));
+      await measure(pf, primary.sink, on, Math.ceil(MESSAGES / 10));
     }
   }
-  report(runs, ports, pf, {
+
+  const compared = CONFIGURATIONS.filter((c) => sideBySideAgainst(c) !== undefined);
+  const pairs = new Map<string, [Run, Run][]>(compared.map((c) => [c.name, []]));
+  for (let round = 0; round <= PAIRS; round++) {
+    for (const c of shuffled(compared, round)) {
+      const against = sideBySideAgainst(c);
+      const other = CONFIGURATIONS.find((o) => o.name === against);
+      if (other === undefined) throw new Error(`${c.name}: no configuration ${against ?? ""}`);
+      const [mine, theirs] = round % 2 === 0 ? [primary, twin] : [twin, primary];
+      await Promise.all([
+        mine.pf.reconfigure({ ...mine.relaying, ...c.settings(ports) }),
+        theirs.pf.reconfigure({ ...theirs.relaying, ...other.settings(ports) }),
+      ]);
+      await quiet();
+      const own = (x: Configuration, on: Instance) =>
+        accounted(x, on, x.checker === undefined ? [on.sink] : [on.sink, checkers[x.checker]]);
+      // Round 0 warms the twin's processes; its runs are not kept.
+      const messages = round === 0 ? Math.ceil(MESSAGES / 10) : MESSAGES;
+      const pair = await Promise.all([
+        measure(mine.pf, mine.sink, own(c, mine), messages),
+        measure(theirs.pf, theirs.sink, own(other, theirs), messages),
+      ]);
+      if (round > 0) pairs.get(c.name)?.push(pair);
+    }
+  }
+  report(runs, pairs, ports, pf, {
     role: role.command,
     reference: reference.command,
     floor: floor.command,
   });
+}
+
+/** What a configuration is run beside: its goal's comparator; a C floor, beside no check. */
+function sideBySideAgainst(c: Configuration): string | undefined {
+  return c.goal?.against ?? (c.checker === "floor" ? CONFIGURATIONS[0]?.name : undefined);
+}
+
+interface Instance {
+  readonly pf: ThrowawayPostfix;
+  readonly sink: Sink;
+  readonly masterPid: number;
+  /** Its main.cf settings that relay to its own smtp-sink. */
+  readonly relaying: PostfixSettings;
+}
+
+/** A throwaway Postfix relaying to its own smtp-sink, with no check yet. */
+async function startInstance(
+  sinkPort: number,
+  ports: Ports,
+  cleanups: Cleanups,
+): Promise<Instance> {
+  const sink = new Sink(sinkCommand(sinkPort));
+  cleanups.push(() => sink.stop());
+  const pf = await createPostfix({ mynetworks: MYNETWORKS });
+  cleanups.push(() => pf.cleanup());
+  const relaying = { relayhost: `[127.0.0.1]:${sinkPort}`, defer_transports: "" };
+  await pf.start({ ...relaying, ...CONFIGURATIONS[0]?.settings(ports) });
+  sink.check();
+  const masterPid = Number(await readFile(path.join(pf.dir, "queue/pid/master.pid"), "utf8"));
+  return { pf, sink, masterPid, relaying };
 }
 
 /** The items in an order that depends only on `seed` (Fisher-Yates over a small LCG). */
@@ -732,19 +818,52 @@ function figureLines(c: Configuration, runs: ReadonlyMap<string, readonly Run[]>
   return [`${c.name.padEnd(24)} ${figure}${goal}`, `${"".padEnd(26)}[${details.join("; ")}]`];
 }
 
+/**
+ * Each goal judged side by side: round by round, the comparator's CPU per message over the
+ * configuration's (as a rate), and the two rates, run at the same time.
+ */
+function sideBySideLines(pairs: ReadonlyMap<string, readonly (readonly [Run, Run])[]>): string[] {
+  const out = [
+    "",
+    `Side by side (each goal's configuration and its comparator, each C floor and no check, at the same time, each on its own Postfix, ${PAIRS} rounds):`,
+  ];
+  for (const c of CONFIGURATIONS) {
+    const ps = pairs.get(c.name);
+    const against = sideBySideAgainst(c);
+    if (ps === undefined || against === undefined) continue;
+    const byCpu = ps.map(([mine, other]) => other.oursUs / mine.oursUs);
+    const byRate = ps.map(([mine, other]) => mine.perSecond / other.perSecond);
+    const goal = c.goal;
+    const verdict =
+      goal === undefined
+        ? `x ${against}: by CPU/msg ${spread(byCpu)} (what Postfix's own side of the check costs)`
+        : `goal >= ${goal.ratio.toFixed(2)} x ${against}: by CPU/msg ${spread(byCpu)} ${quantile(byCpu, 0.5) >= goal.ratio ? "met" : "NOT met"}`;
+    const checker = median(ps.map(([mine]) => mine.checkerUs?.onCpu ?? NaN));
+    const own = Number.isNaN(checker) ? "" : `; ${c.checker ?? ""} ${checker.toFixed(0)} µs`;
+    const cpu = `${median(ps.map(([m]) => m.oursUs)).toFixed(0)} vs ${median(ps.map(([, o]) => o.oursUs)).toFixed(0)} µs`;
+    out.push(
+      `${c.name.padEnd(24)} ${verdict} (rate ${spread(byRate)})`,
+      `${"".padEnd(26)}[CPU/msg: all processes ${cpu}${own}]`,
+    );
+  }
+  return out;
+}
+
 function report(
   runs: ReadonlyMap<string, readonly Run[]>,
+  pairs: ReadonlyMap<string, readonly (readonly [Run, Run])[]>,
   ports: Ports,
   pf: ThrowawayPostfix,
   commands: { readonly role: string; readonly reference: string; readonly floor: string },
 ): void {
   const out: string[] = [""];
   for (const c of CONFIGURATIONS) out.push(...figureLines(c, runs));
+  out.push(...sideBySideLines(pairs));
   out.push(
     "",
     "Commands (smtp-source for each run; smtp-sink, the role and the C fixtures throughout):",
     `  ${sourceCommand(pf.port, MESSAGES).join(" ")}`,
-    `  ${sinkCommand(ports.sink).join(" ")}`,
+    `  ${sinkCommand(ports.sink).join(" ")} (side by side also ${sinkCommand(ports.twinSink).join(" ")}, for a second Postfix alike)`,
     `  ${commands.role}`,
     `  ${commands.reference}`,
     `  ${commands.floor}`,
