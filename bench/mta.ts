@@ -476,7 +476,7 @@ async function measure(
   const ours = after.ours - before.ours + r.cpu;
   return {
     perSecond: messages / seconds,
-    oursUs: perMessage(0, ours),
+    oursUs: (ours / messages) * 1e6,
     checkerUs:
       c0 === undefined
         ? undefined
@@ -664,21 +664,24 @@ async function bench(cleanups: Cleanups): Promise<void> {
     }
   }
 
-  const compared = CONFIGURATIONS.filter((c) => sideBySideAgainst(c) !== undefined);
-  const pairs = new Map<string, [Run, Run][]>(compared.map((c) => [c.name, []]));
+  const compared = CONFIGURATIONS.flatMap((c) => {
+    const against = sideBySideAgainst(c);
+    if (against === undefined) return [];
+    const other = CONFIGURATIONS.find((o) => o.name === against);
+    if (other === undefined) throw new Error(`${c.name}: no configuration ${against}`);
+    return [[c, other] as const];
+  });
+  const pairs = new Map<string, [Run, Run][]>(compared.map(([c]) => [c.name, []]));
+  const own = (x: Configuration, on: Instance) =>
+    accounted(x, on, x.checker === undefined ? [on.sink] : [on.sink, checkers[x.checker]]);
   for (let round = 0; round <= PAIRS; round++) {
-    for (const c of shuffled(compared, round)) {
-      const against = sideBySideAgainst(c);
-      const other = CONFIGURATIONS.find((o) => o.name === against);
-      if (other === undefined) throw new Error(`${c.name}: no configuration ${against ?? ""}`);
+    for (const [c, other] of shuffled(compared, round)) {
       const [mine, theirs] = round % 2 === 0 ? [primary, twin] : [twin, primary];
       await Promise.all([
         mine.pf.reconfigure({ ...mine.relaying, ...c.settings(ports) }),
         theirs.pf.reconfigure({ ...theirs.relaying, ...other.settings(ports) }),
       ]);
       await quiet();
-      const own = (x: Configuration, on: Instance) =>
-        accounted(x, on, x.checker === undefined ? [on.sink] : [on.sink, checkers[x.checker]]);
       // Round 0 warms the twin's processes; its runs are not kept.
       const messages = round === 0 ? Math.ceil(MESSAGES / 10) : MESSAGES;
       const pair = await Promise.all([
@@ -766,6 +769,11 @@ function spread(ratios: readonly number[]): string {
   return `${q(0.5)} [${q(0.25)}..${q(0.75)}]`;
 }
 
+/** The ratios' spread and whether their median reaches the goal's ratio. */
+function judged(ratios: readonly number[], goal: number): string {
+  return `${spread(ratios)} ${quantile(ratios, 0.5) >= goal ? "met" : "NOT met"}`;
+}
+
 /** Medians over a configuration's runs. */
 function medians(rs: readonly Run[]) {
   const of = (f: (r: Run) => number) => median(rs.map(f));
@@ -793,10 +801,11 @@ function figureLines(c: Configuration, runs: ReadonlyMap<string, readonly Run[]>
   const target = c.goal;
   if (target !== undefined) {
     const other = runs.get(target.against) ?? [];
-    const verdict = (ratios: readonly number[]) =>
-      `${spread(ratios)} ${quantile(ratios, 0.5) >= target.ratio ? "met" : "NOT met"}`;
-    const byRate = verdict(rateRatios(rs, other));
-    const byCpu = verdict(pairedRatios(rs, other, (a, b) => b.oursUs / a.oursUs));
+    const byRate = judged(rateRatios(rs, other), target.ratio);
+    const byCpu = judged(
+      pairedRatios(rs, other, (a, b) => b.oursUs / a.oursUs),
+      target.ratio,
+    );
     goal = `  goal >= ${target.ratio.toFixed(2)} x ${target.against}: ${byRate} (by CPU/msg: ${byCpu})`;
   }
   const toBase = spread(rateRatios(rs, baseRuns));
@@ -837,7 +846,7 @@ function sideBySideLines(pairs: ReadonlyMap<string, readonly (readonly [Run, Run
     const verdict =
       goal === undefined
         ? `x ${against}: by CPU/msg ${spread(byCpu)} (what Postfix's own side of the check costs)`
-        : `goal >= ${goal.ratio.toFixed(2)} x ${against}: by CPU/msg ${spread(byCpu)} ${quantile(byCpu, 0.5) >= goal.ratio ? "met" : "NOT met"}`;
+        : `goal >= ${goal.ratio.toFixed(2)} x ${against}: by CPU/msg ${judged(byCpu, goal.ratio)}`;
     const checker = median(ps.map(([mine]) => mine.checkerUs?.onCpu ?? NaN));
     const own = Number.isNaN(checker) ? "" : `; ${c.checker ?? ""} ${checker.toFixed(0)} µs`;
     const cpu = `${median(ps.map(([m]) => m.oursUs)).toFixed(0)} vs ${median(ps.map(([, o]) => o.oursUs)).toFixed(0)} µs`;
