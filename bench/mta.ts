@@ -15,6 +15,9 @@
 //   floors     policy service and socketmap table answered by bench/reference-milter/
 //              floor-tables.c (one thread, poll, the same answers, no decision): what Postfix's
 //              own side of each check costs, which no server can take away
+//   Node       the policy service and the milter answered by the bare Node servers of
+//   floors     bench/bare-servers.ts (a canned OK or accept, no parsing, no decision): what any
+//              Node server costs Postfix before it does anything
 // The relaylease role runs as its own process (`node services/cli.ts milter`, every front door
 // open, RELAYLEASE_ACCEPT_AT=connect, NODE_OPTIONS=--use-largepages=silent as the README
 // advises), as beside a real MTA; the C milter is built into a cache
@@ -47,7 +50,9 @@
 // instances every round, BENCH_MTA_PAIRS rounds: the other's CPU per message over this one's (on a
 // CPU-bound box, the ratio of the rates each would reach alone; the rates of two runs sharing the
 // CPUs say how the scheduler split them). Each C floor is run beside no check the same way: what
-// Postfix's own side of that check costs, which bounds what any server can reach.
+// Postfix's own side of that check costs, which bounds what any server can reach; the Node policy
+// floor beside no check and the Node milter floor beside libmilter: what the role's goals leave
+// for its own work once Node has woken up, read and written.
 //
 // Needs root, Postfix, gcc and libmilter-dev (scripts/install-bench-tools.sh) and nats-server.
 // Run: `node bench/mta.ts`. Knobs: BENCH_MTA_MESSAGES (per run), BENCH_MTA_SESSIONS (parallel
@@ -74,12 +79,12 @@ import {
 import { tryEnvelope } from "../test/support/smtp-client.ts";
 import { waitFor } from "../test/support/wait.ts";
 import { provisionForTest } from "../test/support/role-harness.ts";
-import { printsALine } from "./bare-servers.ts";
+import { BARE_MILTER, BARE_POLICY, printsALine } from "./bare-servers.ts";
 import { buildFixture } from "./build-fixture.ts";
 import { countKnob } from "./knobs.ts";
 import { median } from "./stats.ts";
 import { TICKS_PER_SECOND, processCpu, statFields, type ProcessCpu } from "./process-cpu.ts";
-import { roleEnv, roleReady, warmDoors } from "./role-doors.ts";
+import { LARGE_PAGES, roleEnv, roleReady, warmDoors } from "./role-doors.ts";
 
 const MESSAGES = countKnob("BENCH_MTA_MESSAGES", 4000);
 const SESSIONS = countKnob("BENCH_MTA_SESSIONS", 20);
@@ -111,6 +116,8 @@ const HARMLESS_WARNING =
   /warning: (file system clock is \d+ seconds? ahead of local clock|resetting file time stamps)/;
 const FLOOR_POLICY = "policy service, C floor";
 const FLOOR_SOCKETMAP = "socketmap table, C floor";
+const BASELINE = "no check (baseline)";
+const REFERENCE = "libmilter reference (C)";
 
 interface Ports {
   readonly sink: number;
@@ -122,6 +129,8 @@ interface Ports {
   readonly reference: number;
   readonly floorPolicy: number;
   readonly floorSocketmap: number;
+  readonly nodePolicy: number;
+  readonly nodeMilter: number;
   /** The role's /metrics and /readyz. */
   readonly metrics: number;
 }
@@ -129,14 +138,18 @@ interface Ports {
 interface Configuration {
   readonly name: string;
   readonly settings: (p: Ports) => PostfixSettings;
-  /** Which process makes the decision, for its CPU use. */
-  readonly checker: "role" | "reference" | "floor" | undefined;
+  /** Which process makes the decision (or answers without one), for its CPU use. */
+  readonly checker: "role" | "reference" | "floor" | "nodePolicy" | "nodeMilter" | undefined;
   /** The role's front door under test: each message must be one leased accept there. */
   readonly door: "policy" | "socketmap" | "milter" | undefined;
   /** The figure the goal compares with, and the least ratio that meets it. */
   readonly goal: { readonly against: string; readonly ratio: number } | undefined;
   /** The C floor of the same check, where there is one. */
   readonly floor?: string;
+  /** A floor: what it is run beside, side by side, and what that shows. */
+  readonly beside?: { readonly against: string; readonly shows: string };
+  /** It answers every client alike (a Node floor): the unleased probe relays too. */
+  readonly answersAll?: true;
 }
 
 const GATE = "permit_mynetworks, check_client_access static:OK, reject_unauth_destination";
@@ -149,7 +162,7 @@ const milterGate = (port: number): PostfixSettings => ({
 
 const CONFIGURATIONS: readonly Configuration[] = [
   {
-    name: "no check (baseline)",
+    name: BASELINE,
     settings: () => ({ smtpd_relay_restrictions: GATE }),
     checker: undefined,
     door: undefined,
@@ -162,7 +175,7 @@ const CONFIGURATIONS: readonly Configuration[] = [
     }),
     checker: "role",
     door: "policy",
-    goal: { against: "no check (baseline)", ratio: 0.97 },
+    goal: { against: BASELINE, ratio: 0.97 },
     floor: FLOOR_POLICY,
   },
   {
@@ -174,7 +187,7 @@ const CONFIGURATIONS: readonly Configuration[] = [
     }),
     checker: "role",
     door: "socketmap",
-    goal: { against: "no check (baseline)", ratio: 0.97 },
+    goal: { against: BASELINE, ratio: 0.97 },
     floor: FLOOR_SOCKETMAP,
   },
   {
@@ -182,10 +195,10 @@ const CONFIGURATIONS: readonly Configuration[] = [
     settings: (p) => milterGate(p.milter),
     checker: "role",
     door: "milter",
-    goal: { against: "libmilter reference (C)", ratio: 1 },
+    goal: { against: REFERENCE, ratio: 1 },
   },
   {
-    name: "libmilter reference (C)",
+    name: REFERENCE,
     settings: (p) => milterGate(p.reference),
     checker: "reference",
     door: undefined,
@@ -199,6 +212,7 @@ const CONFIGURATIONS: readonly Configuration[] = [
     checker: "floor",
     door: undefined,
     goal: undefined,
+    beside: { against: BASELINE, shows: "what Postfix's own side of the check costs" },
   },
   {
     name: FLOOR_SOCKETMAP,
@@ -210,6 +224,27 @@ const CONFIGURATIONS: readonly Configuration[] = [
     checker: "floor",
     door: undefined,
     goal: undefined,
+    beside: { against: BASELINE, shows: "what Postfix's own side of the check costs" },
+  },
+  {
+    name: "policy service, Node floor",
+    settings: (p) => ({
+      smtpd_relay_restrictions: relay(`check_policy_service inet:127.0.0.1:${p.nodePolicy}`),
+    }),
+    checker: "nodePolicy",
+    door: undefined,
+    goal: undefined,
+    beside: { against: BASELINE, shows: "what a Node server costs before it decides" },
+    answersAll: true,
+  },
+  {
+    name: "milter, Node floor",
+    settings: (p) => milterGate(p.nodeMilter),
+    checker: "nodeMilter",
+    door: undefined,
+    goal: undefined,
+    beside: { against: REFERENCE, shows: "what a Node milter costs before it decides" },
+    answersAll: true,
   },
 ];
 
@@ -598,6 +633,23 @@ function startFloor(ports: Ports, cleanups: Cleanups): Promise<Started> {
   return startFixture("floor-tables", args, cleanups);
 }
 
+/** A bare Node server of bench/bare-servers.ts, with the role's Node options; resolves once it listens. */
+async function startNodeFloor(
+  name: string,
+  program: string,
+  port: number,
+  cleanups: Cleanups,
+): Promise<Started> {
+  const args = [LARGE_PAGES, "--input-type=module", "-e", program, String(port)];
+  const daemon = new Daemon(name, process.execPath, args);
+  cleanups.push(() => daemon.stop());
+  await printsALine(daemon.child).catch(() => {
+    throw daemon.error("exited at start");
+  });
+  const command = `node ${LARGE_PAGES} --input-type=module -e "<${name} of bench/bare-servers.ts>" ${port}`;
+  return { daemon, command };
+}
+
 /** Builds a C fixture and starts it; resolves once it prints its first line (it listens). */
 async function startFixture(name: string, args: string[], cleanups: Cleanups): Promise<Started> {
   const built = await buildFixture(name);
@@ -619,6 +671,8 @@ async function bench(cleanups: Cleanups): Promise<void> {
     reference: await freePort(),
     floorPolicy: await freePort(),
     floorSocketmap: await freePort(),
+    nodePolicy: await freePort(),
+    nodeMilter: await freePort(),
     metrics: await freePort(),
   };
   const dir = await mkdtemp(path.join(tmpdir(), "relaylease-bench-mta-"));
@@ -626,14 +680,24 @@ async function bench(cleanups: Cleanups): Promise<void> {
   const role = await startRole(await startNatsWithLease(cleanups), ports, cleanups);
   const reference = await startReference(ports.reference, dir, cleanups);
   const floor = await startFloor(ports, cleanups);
+  const nodePolicy = await startNodeFloor("BARE_POLICY", BARE_POLICY, ports.nodePolicy, cleanups);
+  const nodeMilter = await startNodeFloor("BARE_MILTER", BARE_MILTER, ports.nodeMilter, cleanups);
   const primary = await startInstance(ports.sink, ports, cleanups);
   const twin = await startInstance(ports.twinSink, ports, cleanups);
   const { pf } = primary;
   // Warmed last: its 30 000 connections leave as many local ports in TIME_WAIT, and a port
   // picked before them but bound after (the C fixtures', Postfix's) could be one of them.
   await warmDoors(ports, LEASED, WARM);
+  // The Node floors are warmed alike (their socketmap lookups go to the role again).
+  await warmDoors({ ...ports, policy: ports.nodePolicy, milter: ports.nodeMilter }, LEASED, WARM);
 
-  const checkers = { role: role.daemon, reference: reference.daemon, floor: floor.daemon };
+  const checkers = {
+    role: role.daemon,
+    reference: reference.daemon,
+    floor: floor.daemon,
+    nodePolicy: nodePolicy.daemon,
+    nodeMilter: nodeMilter.daemon,
+  };
   /** Sequential runs are charged with every daemon (idle ones cost nothing); side by side, each with its own. */
   const accounted = (
     { checker, door }: Configuration,
@@ -645,7 +709,7 @@ async function bench(cleanups: Cleanups): Promise<void> {
     checker: checker === undefined ? undefined : checkers[checker],
     decisions: door === undefined ? undefined : () => leasedAccepts(ports.metrics, door),
   });
-  const everyDaemon = [role.daemon, reference.daemon, floor.daemon, primary.sink];
+  const everyDaemon = [...Object.values(checkers), primary.sink];
   const runs = new Map<string, Run[]>(CONFIGURATIONS.map((c) => [c.name, []]));
   const setup = `${SESSIONS} sessions x ${MESSAGES} messages of ${SIZE} bytes, median of ${REPEATS}`;
   process.stdout.write(`Postfix ${await postfixVersion()}, ${setup}\n`);
@@ -659,7 +723,8 @@ async function bench(cleanups: Cleanups): Promise<void> {
         continue;
       }
       // Warm-up round: the probes, and a tenth of a run to warm caches and the JIT.
-      process.stdout.write(`probe ${c.name}: ${await probe(pf, c.checker !== undefined)}\n`);
+      const checked = c.checker !== undefined && c.answersAll !== true;
+      process.stdout.write(`probe ${c.name}: ${await probe(pf, checked)}\n`);
       await measure(pf, primary.sink, on, Math.ceil(MESSAGES / 10));
     }
   }
@@ -695,12 +760,13 @@ async function bench(cleanups: Cleanups): Promise<void> {
     role: role.command,
     reference: reference.command,
     floor: floor.command,
+    node: [nodePolicy.command, nodeMilter.command],
   });
 }
 
 /** What a configuration is run beside: its goal's comparator; a C floor, beside no check. */
 function sideBySideAgainst(c: Configuration): string | undefined {
-  return c.goal?.against ?? (c.checker === "floor" ? CONFIGURATIONS[0]?.name : undefined);
+  return c.goal?.against ?? c.beside?.against;
 }
 
 interface Instance {
@@ -824,7 +890,7 @@ function figureLines(c: Configuration, runs: ReadonlyMap<string, readonly Run[]>
     details.push(`${c.checker ?? ""} ${m.checker.toFixed(0)} µs (${split})`);
   }
   details.push(`other load ${(m.foreign * 100).toFixed(0)}% of the CPUs`);
-  return [`${c.name.padEnd(24)} ${figure}${goal}`, `${"".padEnd(26)}[${details.join("; ")}]`];
+  return [`${c.name.padEnd(28)} ${figure}${goal}`, `${"".padEnd(30)}[${details.join("; ")}]`];
 }
 
 /**
@@ -845,14 +911,14 @@ function sideBySideLines(pairs: ReadonlyMap<string, readonly (readonly [Run, Run
     const goal = c.goal;
     const verdict =
       goal === undefined
-        ? `x ${against}: by CPU/msg ${spread(byCpu)} (what Postfix's own side of the check costs)`
+        ? `x ${against}: by CPU/msg ${spread(byCpu)} (${c.beside?.shows ?? ""})`
         : `goal >= ${goal.ratio.toFixed(2)} x ${against}: by CPU/msg ${judged(byCpu, goal.ratio)}`;
     const checker = median(ps.map(([mine]) => mine.checkerUs?.onCpu ?? NaN));
     const own = Number.isNaN(checker) ? "" : `; ${c.checker ?? ""} ${checker.toFixed(0)} µs`;
     const cpu = `${median(ps.map(([m]) => m.oursUs)).toFixed(0)} vs ${median(ps.map(([, o]) => o.oursUs)).toFixed(0)} µs`;
     out.push(
-      `${c.name.padEnd(24)} ${verdict} (rate ${spread(byRate)})`,
-      `${"".padEnd(26)}[CPU/msg: all processes ${cpu}${own}]`,
+      `${c.name.padEnd(28)} ${verdict} (rate ${spread(byRate)})`,
+      `${"".padEnd(30)}[CPU/msg: all processes ${cpu}${own}]`,
     );
   }
   return out;
@@ -863,7 +929,12 @@ function report(
   pairs: ReadonlyMap<string, readonly (readonly [Run, Run])[]>,
   ports: Ports,
   pf: ThrowawayPostfix,
-  commands: { readonly role: string; readonly reference: string; readonly floor: string },
+  commands: {
+    readonly role: string;
+    readonly reference: string;
+    readonly floor: string;
+    readonly node: readonly string[];
+  },
 ): void {
   const out: string[] = [""];
   for (const c of CONFIGURATIONS) out.push(...figureLines(c, runs));
@@ -876,6 +947,7 @@ function report(
     `  ${commands.role}`,
     `  ${commands.reference}`,
     `  ${commands.floor}`,
+    ...commands.node.map((command) => `  ${command}`),
     `  Postfix ${pf.configDir}/main.cf: mynetworks = ${MYNETWORKS}, relayhost = [127.0.0.1]:${ports.sink}, defer_transports =, and`,
   );
   for (const c of CONFIGURATIONS) {
