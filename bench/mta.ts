@@ -154,6 +154,12 @@ interface Configuration {
 
 const GATE = "permit_mynetworks, check_client_access static:OK, reject_unauth_destination";
 const relay = (check: string) => `permit_mynetworks, ${check}, reject_unauth_destination`;
+const policyGate = (port: number): PostfixSettings => ({
+  smtpd_relay_restrictions: relay(`check_policy_service inet:127.0.0.1:${port}`),
+});
+const socketmapGate = (port: number): PostfixSettings => ({
+  smtpd_relay_restrictions: relay(`check_client_access socketmap:inet:127.0.0.1:${port}:drac`),
+});
 const milterGate = (port: number): PostfixSettings => ({
   smtpd_relay_restrictions: GATE,
   smtpd_milters: `inet:127.0.0.1:${port}`,
@@ -170,9 +176,7 @@ const CONFIGURATIONS: readonly Configuration[] = [
   },
   {
     name: "policy service",
-    settings: (p) => ({
-      smtpd_relay_restrictions: relay(`check_policy_service inet:127.0.0.1:${p.policy}`),
-    }),
+    settings: (p) => policyGate(p.policy),
     checker: "role",
     door: "policy",
     goal: { against: BASELINE, ratio: 0.97 },
@@ -180,11 +184,7 @@ const CONFIGURATIONS: readonly Configuration[] = [
   },
   {
     name: "socketmap table",
-    settings: (p) => ({
-      smtpd_relay_restrictions: relay(
-        `check_client_access socketmap:inet:127.0.0.1:${p.socketmap}:drac`,
-      ),
-    }),
+    settings: (p) => socketmapGate(p.socketmap),
     checker: "role",
     door: "socketmap",
     goal: { against: BASELINE, ratio: 0.97 },
@@ -206,9 +206,7 @@ const CONFIGURATIONS: readonly Configuration[] = [
   },
   {
     name: FLOOR_POLICY,
-    settings: (p) => ({
-      smtpd_relay_restrictions: relay(`check_policy_service inet:127.0.0.1:${p.floorPolicy}`),
-    }),
+    settings: (p) => policyGate(p.floorPolicy),
     checker: "floor",
     door: undefined,
     goal: undefined,
@@ -216,11 +214,7 @@ const CONFIGURATIONS: readonly Configuration[] = [
   },
   {
     name: FLOOR_SOCKETMAP,
-    settings: (p) => ({
-      smtpd_relay_restrictions: relay(
-        `check_client_access socketmap:inet:127.0.0.1:${p.floorSocketmap}:drac`,
-      ),
-    }),
+    settings: (p) => socketmapGate(p.floorSocketmap),
     checker: "floor",
     door: undefined,
     goal: undefined,
@@ -228,9 +222,7 @@ const CONFIGURATIONS: readonly Configuration[] = [
   },
   {
     name: "policy service, Node floor",
-    settings: (p) => ({
-      smtpd_relay_restrictions: relay(`check_policy_service inet:127.0.0.1:${p.nodePolicy}`),
-    }),
+    settings: (p) => policyGate(p.nodePolicy),
     checker: "nodePolicy",
     door: undefined,
     goal: undefined,
@@ -633,7 +625,7 @@ function startFloor(ports: Ports, cleanups: Cleanups): Promise<Started> {
   return startFixture("floor-tables", args, cleanups);
 }
 
-/** A bare Node server of bench/bare-servers.ts, with the role's Node options; resolves once it listens. */
+/** A bare Node server (bench/bare-servers.ts) with the role's Node options, once it listens. */
 async function startNodeFloor(
   name: string,
   program: string,
@@ -764,7 +756,7 @@ async function bench(cleanups: Cleanups): Promise<void> {
   });
 }
 
-/** What a configuration is run beside: its goal's comparator; a C floor, beside no check. */
+/** What a configuration is run beside: its goal's comparator, or a floor's partner. */
 function sideBySideAgainst(c: Configuration): string | undefined {
   return c.goal?.against ?? c.beside?.against;
 }
