@@ -141,9 +141,9 @@ interface Configuration {
   /** Which process makes the decision (or answers without one), for its CPU use. */
   readonly checker: "role" | "reference" | "floor" | "nodePolicy" | "nodeMilter" | undefined;
   /** The role's front door under test: each message must be one leased accept there. */
-  readonly door: "policy" | "socketmap" | "milter" | undefined;
+  readonly door?: "policy" | "socketmap" | "milter";
   /** The figure the goal compares with, and the least ratio that meets it. */
-  readonly goal: { readonly against: string; readonly ratio: number } | undefined;
+  readonly goal?: { readonly against: string; readonly ratio: number };
   /** The C floor of the same check, where there is one. */
   readonly floor?: string;
   /** A floor: what it is run beside, side by side, and what that shows. */
@@ -171,8 +171,6 @@ const CONFIGURATIONS: readonly Configuration[] = [
     name: BASELINE,
     settings: () => ({ smtpd_relay_restrictions: GATE }),
     checker: undefined,
-    door: undefined,
-    goal: undefined,
   },
   {
     name: "policy service",
@@ -201,31 +199,23 @@ const CONFIGURATIONS: readonly Configuration[] = [
     name: REFERENCE,
     settings: (p) => milterGate(p.reference),
     checker: "reference",
-    door: undefined,
-    goal: undefined,
   },
   {
     name: FLOOR_POLICY,
     settings: (p) => policyGate(p.floorPolicy),
     checker: "floor",
-    door: undefined,
-    goal: undefined,
     beside: { against: BASELINE, shows: "what Postfix's own side of the check costs" },
   },
   {
     name: FLOOR_SOCKETMAP,
     settings: (p) => socketmapGate(p.floorSocketmap),
     checker: "floor",
-    door: undefined,
-    goal: undefined,
     beside: { against: BASELINE, shows: "what Postfix's own side of the check costs" },
   },
   {
     name: "policy service, Node floor",
     settings: (p) => policyGate(p.nodePolicy),
     checker: "nodePolicy",
-    door: undefined,
-    goal: undefined,
     beside: { against: BASELINE, shows: "what a Node server costs before it decides" },
     answersAll: true,
   },
@@ -233,8 +223,6 @@ const CONFIGURATIONS: readonly Configuration[] = [
     name: "milter, Node floor",
     settings: (p) => milterGate(p.nodeMilter),
     checker: "nodeMilter",
-    door: undefined,
-    goal: undefined,
     beside: { against: REFERENCE, shows: "what a Node milter costs before it decides" },
     answersAll: true,
   },
@@ -626,31 +614,37 @@ function startFloor(ports: Ports, cleanups: Cleanups): Promise<Started> {
 }
 
 /** A bare Node server (bench/bare-servers.ts) with the role's Node options, once it listens. */
-async function startNodeFloor(
+function startNodeFloor(
   name: string,
   program: string,
   port: number,
   cleanups: Cleanups,
 ): Promise<Started> {
   const args = [LARGE_PAGES, "--input-type=module", "-e", program, String(port)];
-  const daemon = new Daemon(name, process.execPath, args);
-  cleanups.push(() => daemon.stop());
-  await printsALine(daemon.child).catch(() => {
-    throw daemon.error("exited at start");
-  });
   const command = `node ${LARGE_PAGES} --input-type=module -e "<${name} of bench/bare-servers.ts>" ${port}`;
-  return { daemon, command };
+  return startListening(name, process.execPath, args, command, cleanups);
 }
 
 /** Builds a C fixture and starts it; resolves once it prints its first line (it listens). */
 async function startFixture(name: string, args: string[], cleanups: Cleanups): Promise<Started> {
   const built = await buildFixture(name);
-  const daemon = new Daemon(name, built, args);
+  return startListening(name, built, args, `${built} ${args.join(" ")}`, cleanups);
+}
+
+/** Starts a server that prints a line once it listens; resolves then. */
+async function startListening(
+  name: string,
+  file: string,
+  args: readonly string[],
+  command: string,
+  cleanups: Cleanups,
+): Promise<Started> {
+  const daemon = new Daemon(name, file, args);
   cleanups.push(() => daemon.stop());
   await printsALine(daemon.child).catch(() => {
     throw daemon.error("exited at start");
   });
-  return { daemon, command: `${built} ${args.join(" ")}` };
+  return { daemon, command };
 }
 
 async function bench(cleanups: Cleanups): Promise<void> {
@@ -680,8 +674,8 @@ async function bench(cleanups: Cleanups): Promise<void> {
   // Warmed last: its 30 000 connections leave as many local ports in TIME_WAIT, and a port
   // picked before them but bound after (the C fixtures', Postfix's) could be one of them.
   await warmDoors(ports, LEASED, WARM);
-  // The Node floors are warmed alike (their socketmap lookups go to the role again).
-  await warmDoors({ ...ports, policy: ports.nodePolicy, milter: ports.nodeMilter }, LEASED, WARM);
+  // The Node floors are warmed alike (they have no socketmap door).
+  await warmDoors({ policy: ports.nodePolicy, milter: ports.nodeMilter }, LEASED, WARM);
 
   const checkers = {
     role: role.daemon,
@@ -892,7 +886,7 @@ function figureLines(c: Configuration, runs: ReadonlyMap<string, readonly Run[]>
 function sideBySideLines(pairs: ReadonlyMap<string, readonly (readonly [Run, Run])[]>): string[] {
   const out = [
     "",
-    `Side by side (each goal's configuration and its comparator, each C floor and no check, at the same time, each on its own Postfix, ${PAIRS} rounds):`,
+    `Side by side (each goal's configuration and its comparator, each floor and its partner, at the same time, each on its own Postfix, ${PAIRS} rounds):`,
   ];
   for (const c of CONFIGURATIONS) {
     const ps = pairs.get(c.name);
